@@ -1,0 +1,94 @@
+"""Builds the Starlette application from settings."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from . import whip
+from .auth import StreamKeys
+from .config import Settings
+from .errors import GatewayError
+from .ingest import Ingest, IngestPolicy
+from .nodes import Backend, build_backend
+from .problems import gateway_error_handler, http_error_handler, unexpected_error_handler
+
+
+async def list_streams(request: Request) -> JSONResponse:
+    """What is published right now, for people and scripts (``curl /api/streams``)."""
+    ingest: Ingest = request.app.state.ingest
+    streams = {
+        name: {"live": s.state.value == "live", "publisher": s.describe()}
+        for name, s in ingest.registry.streams().items()
+    }
+    return JSONResponse({"streams": streams})
+
+
+async def health(request: Request) -> JSONResponse:
+    backend: Backend = request.app.state.backend
+    nodes = {
+        n.name: {"healthy": n.healthy, "version": n.version_string, "load": n.load}
+        for n in backend.pool.nodes
+    }
+    ok = any(n["healthy"] for n in nodes.values())
+    return JSONResponse({"ok": ok, "nodes": nodes}, status_code=200 if ok else 503)
+
+
+def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
+    backend = backend or build_backend(settings)
+    ingest = Ingest(
+        backend.pool,
+        StreamKeys(settings.stream_keys),
+        IngestPolicy(
+            video_codecs=settings.video_codecs,
+            audio_codecs=settings.audio_codecs,
+            max_bitrate=settings.max_bitrate,
+            connect_timeout=settings.publisher_connect_timeout,
+            media_timeout=settings.publisher_media_timeout,
+        ),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await backend.start()
+        try:
+            yield
+        finally:
+            await ingest.close()
+            await backend.close()
+
+    app = Starlette(
+        routes=[
+            *whip.routes,
+            Route("/api/streams", list_streams),
+            Route("/healthz", health),
+        ],
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "If-Match"],
+                expose_headers=["Location", "ETag", "Link", "Accept-Patch", "Accept-Post",
+                                "Retry-After", "WWW-Authenticate"],
+            )
+        ],
+        exception_handlers={
+            GatewayError: gateway_error_handler,
+            HTTPException: http_error_handler,
+            Exception: unexpected_error_handler,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.backend = backend
+    app.state.ingest = ingest
+    return app

@@ -1,0 +1,179 @@
+"""Settings: defaults, then a TOML file, then ``WHIP_GATEWAY_*`` env, then flags.
+
+Every setting is validated at start; ``load_settings`` turns a validation
+failure into ``SettingsError`` whose message is one line, so ``serve``
+can print it instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+STREAM_NAME_PATTERN = r"^[A-Za-z0-9_.~-]{1,128}$"
+
+
+class SettingsError(ValueError):
+    """A bad setting; the message names it and says why, on one line."""
+
+
+class IceServer(BaseModel):
+    """One ``Link: <url>; rel="ice-server"`` entry (RFC 9725 section 4.6)."""
+
+    url: str
+    username: str | None = None
+    credential: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if not value.split(":", 1)[0] in ("stun", "stuns", "turn", "turns"):
+            raise ValueError("must be a stun:, stuns:, turn: or turns: URL")
+        return value
+
+    @model_validator(mode="after")
+    def _turn_needs_credentials(self) -> "IceServer":
+        if self.url.startswith("turn") and not (self.username and self.credential):
+            raise ValueError("a TURN server needs username and credential")
+        return self
+
+
+class JanusNodeSettings(BaseModel):
+    """A Janus node the gateway uses instead of starting its own."""
+
+    url: str
+    admin_url: str | None = None
+    admin_secret: str | None = None
+    api_secret: str | None = None
+    plugin_admin_key: str | None = None
+    name: str | None = None
+
+    @field_validator("url", "admin_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WHIP_GATEWAY_", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str | None = Field(
+        None, description="Base URL clients use to reach the gateway; Location headers use it"
+    )
+    janus: list[JanusNodeSettings] = Field(
+        default_factory=list, description="Janus nodes; empty means: start a managed local Janus"
+    )
+    janus_binary: str = "/usr/bin/janus"
+    janus_ice_enforce_list: str | None = Field(
+        None, description="Interfaces the managed Janus gathers candidates on"
+    )
+    janus_ice_lite: bool = False
+    janus_nat_1_1_mapping: str | None = None
+    janus_stun_server: str | None = Field(None, description="host:port for the managed Janus")
+    janus_rtp_port_range: str = Field("20000-40000", pattern=r"^\d+-\d+$")
+    janus_debug_level: int = Field(4, ge=0, le=7)
+    janus_request_timeout: float = Field(4.0, gt=0, le=30)
+
+    stream_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description='Stream name -> publish key; "*" applies to every stream. Empty: open publishing',
+    )
+    ice_servers: list[IceServer] = Field(default_factory=list)
+    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
+    video_codecs: str = "h264,vp8,vp9,av1,h265"
+    audio_codecs: str = "opus"
+    max_bitrate: int = Field(0, ge=0, description="bit/s per publisher; 0: no limit")
+    publisher_connect_timeout: float = Field(
+        10.0, gt=0, description="seconds a new publisher has to start sending media"
+    )
+    publisher_media_timeout: float = Field(
+        5.0, gt=0, description="seconds without media before a publisher is dropped"
+    )
+    log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{value!r} is not an http(s) URL")
+            return value.rstrip("/")
+        return value
+
+    @field_validator("stream_keys")
+    @classmethod
+    def _keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for stream, key in value.items():
+            if not key:
+                raise ValueError(f"the key for stream {stream!r} is empty")
+        return value
+
+    @field_validator("video_codecs", "audio_codecs")
+    @classmethod
+    def _codecs(cls, value: str) -> str:
+        known = {"opus", "pcmu", "pcma", "g722", "isac16", "isac32", "multiopus",
+                 "h264", "vp8", "vp9", "av1", "h265"}
+        names = [v.strip().lower() for v in value.split(",") if v.strip()]
+        unknown = [n for n in names if n not in known]
+        if unknown or not names:
+            raise ValueError(f"unknown codec(s) {unknown} (known: {sorted(known)})")
+        return ",".join(names)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags (init) beat env, env beats the config file.
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls)
+
+    @property
+    def managed_janus(self) -> bool:
+        return not self.janus
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from file, env and explicit overrides (flags)."""
+    cls: type[Settings] = Settings
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise SettingsError(f"config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path}: {exc}") from None
+
+        class FileSettings(Settings):
+            model_config = SettingsConfigDict(**{**Settings.model_config, "toml_file": path})
+
+        cls = FileSettings
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return cls(**flags)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise SettingsError(f"bad setting {where}: {first['msg']}{more}") from None

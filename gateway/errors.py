@@ -1,0 +1,131 @@
+"""Every way a request can fail, each named once with its HTTP status.
+
+The domain raises these; the HTTP layer turns any of them into an RFC 9457
+``application/problem+json`` response (see ``gateway.problems``).  Keeping
+the status beside the name means a reader finds "what does a client see when
+X goes wrong" in one file, and no handler invents its own status code.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class GatewayError(Exception):
+    """A failure that a client is told about."""
+
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retry_after: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after = retry_after
+        self.headers = dict(headers or {})
+
+    @property
+    def type_slug(self) -> str:
+        """A stable, human-readable problem type, e.g. ``malformed-sdp``."""
+        name = type(self).__name__
+        return "".join("-" + c.lower() if c.isupper() else c for c in name).lstrip("-")
+
+
+class MalformedSdp(GatewayError):
+    status = 400
+    title = "Malformed SDP"
+
+
+class MalformedBody(GatewayError):
+    status = 400
+    title = "Malformed request body"
+
+
+class AuthenticationRequired(GatewayError):
+    """RFC 6750 section 3: a missing or unknown token."""
+
+    status = 401
+    title = "Authentication required"
+
+    def __init__(self, detail: str, *, error: str | None = None) -> None:
+        challenge = 'Bearer realm="whip-gateway"'
+        if error:
+            challenge += f', error="{error}"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(GatewayError):
+    status = 403
+    title = "Forbidden"
+
+
+class ResourceNotFound(GatewayError):
+    status = 404
+    title = "Not found"
+
+
+class StreamBusy(GatewayError):
+    """Another publisher is live on the stream (and still sending media)."""
+
+    status = 409
+    title = "Stream already has a live publisher"
+
+
+class PreconditionFailed(GatewayError):
+    """RFC 9725 section 4.3.1: If-Match does not name the current ICE session."""
+
+    status = 412
+    title = "Precondition failed"
+
+
+class BodyTooLarge(GatewayError):
+    status = 413
+    title = "Request body too large"
+
+
+class UnsupportedContentType(GatewayError):
+    status = 415
+    title = "Unsupported media type"
+
+
+class UnsupportedMedia(GatewayError):
+    """RFC 9725 section 4.4.3: no partially successful answers."""
+
+    status = 422
+    title = "Unsupported media"
+
+
+class UnsupportedPatch(GatewayError):
+    """RFC 9725 section 4.3.1: a kind of PATCH this session does not support."""
+
+    status = 422
+    title = "Unsupported PATCH"
+
+
+class PreconditionRequired(GatewayError):
+    """RFC 9725 section 4.3.1 / RFC 6585 section 3: PATCH without If-Match."""
+
+    status = 428
+    title = "Precondition required"
+
+
+class MediaServerUnavailable(GatewayError):
+    """No Janus node can take the request right now."""
+
+    status = 503
+    title = "Media server unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 2) -> None:
+        super().__init__(detail, retry_after=retry_after)
+
+
+class MediaServerRejected(GatewayError):
+    """Janus refused something the gateway thought was valid."""
+
+    status = 502
+    title = "Media server rejected the request"

@@ -1,0 +1,87 @@
+"""Reading requests and writing headers the way WHIP and WHEP both need.
+
+Kept apart from the resources so that the two protocols share one reading
+of Content-Type, body limits, If-Match and Location, not two.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from starlette.requests import Request
+
+from .config import IceServer
+from .errors import (
+    BodyTooLarge,
+    MalformedBody,
+    PreconditionFailed,
+    PreconditionRequired,
+    UnsupportedContentType,
+)
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_text(request: Request, *, expected: tuple[str, ...], limit: int = MAX_BODY_BYTES) -> str:
+    """The body as UTF-8 text, if its Content-Type is one of ``expected``."""
+    got = media_type(request)
+    if got not in expected:
+        raise UnsupportedContentType(
+            f"Content-Type must be {' or '.join(expected)}, not {got or 'missing'}"
+        )
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"the body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedBody("the body is not UTF-8 text") from None
+
+
+def check_if_match(request: Request, current_etag: str) -> None:
+    """RFC 9725 section 4.3.1: 428 without If-Match, 412 when it is stale."""
+    value = request.headers.get("if-match")
+    if value is None:
+        raise PreconditionRequired('PATCH needs If-Match (the ETag, or "*" for an ICE restart)')
+    tags = [t.strip() for t in value.split(",")]
+    if "*" in tags or current_etag in tags:
+        return
+    raise PreconditionFailed("If-Match does not name the current ICE session")
+
+
+def public_base(request: Request, public_url: str | None) -> str:
+    if public_url:
+        return public_url
+    return str(request.base_url).rstrip("/")
+
+
+def absolute_url(request: Request, public_url: str | None, *segments: str) -> str:
+    """Absolute URLs for Location: OBS and some players mishandle relative ones."""
+    return public_base(request, public_url) + "/" + "/".join(quote(s, safe="") for s in segments)
+
+
+def ice_server_links(servers: list[IceServer]) -> list[str]:
+    """``Link`` values of RFC 9725 section 4.6, one per server."""
+    links = []
+    for server in servers:
+        link = f'<{server.url}>; rel="ice-server"'
+        if server.username and server.credential:
+            link += (f'; username="{_quoted(server.username)}"'
+                     f'; credential="{_quoted(server.credential)}"; credential-type="password"')
+        links.append(link)
+    return links
+
+
+def _quoted(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')

@@ -1,0 +1,302 @@
+"""WHIP ingest: publish, trickle, ICE restart, end, and watching publishers.
+
+This is the domain behind ``gateway.whip``.  It decides what an offer may
+carry, which node takes it, when a publisher counts as gone, and maps the
+backend's failures to the errors a client sees.  It never sees a Request and
+never builds Janus JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from . import sdp
+from .auth import StreamKeys
+from .errors import (
+    GatewayError,
+    MalformedSdp,
+    MediaServerRejected,
+    MediaServerUnavailable,
+    ResourceNotFound,
+    StreamBusy,
+    UnsupportedMedia,
+)
+from .janus.client import JanusError, JanusPluginError, JanusUnreachable
+from .janus.node import JanusNode
+from .janus.videoroom import PublisherSignal, RoomOptions, RoomPublisher, Signal
+from .placement import NodePool
+from .streams import PublisherSession, PublisherState, StreamRegistry, new_etag
+
+log = logging.getLogger(__name__)
+
+# Janus codec names (room settings) -> rtpmap encoding names in offers.
+RTPMAP_NAMES = {
+    "opus": "opus", "multiopus": "multiopus", "pcmu": "pcmu", "pcma": "pcma", "g722": "g722",
+    "isac16": "isac", "isac32": "isac",
+    "h264": "h264", "vp8": "vp8", "vp9": "vp9", "av1": "av1", "h265": "h265",
+}
+
+
+@dataclass(frozen=True)
+class IngestPolicy:
+    video_codecs: str = "h264,vp8,vp9,av1,h265"
+    audio_codecs: str = "opus"
+    max_bitrate: int = 0
+    connect_timeout: float = 10.0
+    media_timeout: float = 5.0
+    janus_timeout: float = 6.0
+
+
+@dataclass(frozen=True)
+class PatchResult:
+    """A trickle gives nothing back; an ICE restart gives a fragment and ETag."""
+
+    fragment: str | None = None
+    etag: str | None = None
+
+
+class Ingest:
+    def __init__(self, pool: NodePool, keys: StreamKeys, policy: IngestPolicy) -> None:
+        self.pool = pool
+        self.keys = keys
+        self.policy = policy
+        self.registry = StreamRegistry()
+        for node in pool.nodes:
+            node.on_down(self._node_down)
+
+    # -- requests ---------------------------------------------------------
+
+    def authorize(self, stream: str, token: str | None) -> None:
+        self.keys.check(stream, token)
+
+    def session(self, stream: str, session_id: str) -> PublisherSession:
+        found = self.registry.get(session_id)
+        if found is None or found.stream != stream or found.state is PublisherState.ENDED:
+            raise ResourceNotFound("no such WHIP session")
+        return found
+
+    async def publish(self, stream: str, offer_text: str) -> PublisherSession:
+        offer = _parse(offer_text)
+        self._check_offer(offer)
+        old = self.registry.publisher_of(stream)
+        if old is not None and old.holds_stream(self.policy.connect_timeout):
+            raise StreamBusy(f"stream {stream!r} is already being published", retry_after=5)
+        node = self.pool.for_publisher()
+        session = PublisherSession(stream=stream, offer=offer)
+        session.remote_ufrag, session.remote_pwd = offer.ice_credentials()
+        self.registry.put(session)  # claims the stream before any await
+        if old is not None:
+            log.info("stream %s: replacing publisher %s (%s)", stream, old.id[:8], old.state.value)
+            await self._end(old, "replaced by a new publisher")
+        try:
+            session.backend = await RoomPublisher.open(
+                node, offer=offer_text, display=stream, options=self._room_options(),
+                on_signal=lambda signal: self._on_signal(session, signal),
+                timeout=self.policy.janus_timeout,
+            )
+        except BaseException as exc:
+            self.registry.remove(session)
+            session.set_state(PublisherState.ENDED)
+            if isinstance(exc, Exception):
+                raise _backend_error(exc, node) from exc
+            raise
+        if session.state is PublisherState.ENDED:  # the node died while we waited
+            await session.backend.close()
+            raise MediaServerUnavailable(f"node {node.name} went down during set-up")
+        self._arm(session, self.policy.connect_timeout, "no media within the connect timeout")
+        log.info("stream %s: publisher %s on %s (%s)", stream, session.id[:8], node.name,
+                 ", ".join(f"{s.kind} {s.codec}" for s in session.backend.streams))
+        return session
+
+    async def patch(self, session: PublisherSession, fragment_text: str) -> PatchResult:
+        """RFC 9725 section 4.3: a trickle, or an ICE restart if the ufrag is new."""
+        try:
+            fragment = sdp.parse_fragment(fragment_text)
+        except sdp.SdpError as exc:
+            raise MalformedSdp(f"bad trickle-ice-sdpfrag: {exc}") from None
+        if fragment.ice_ufrag and fragment.ice_ufrag != session.remote_ufrag:
+            return await self._restart_ice(session, fragment)
+        backend = _backend(session)
+        candidates = fragment.candidates_for_ufrag(session.remote_ufrag)
+        try:
+            await backend.trickle(_bundle_mid(session), candidates, fragment.end_of_candidates)
+        except (JanusError, JanusUnreachable) as exc:
+            raise _backend_error(exc, backend.node) from exc
+        return PatchResult()
+
+    async def end(self, session: PublisherSession) -> None:
+        await self._end(session, "DELETE by the client")
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self._end(s, "gateway stopping") for s in self.registry.sessions()))
+
+    def live(self) -> dict[str, PublisherSession]:
+        return {
+            name: s for name, s in self.registry.streams().items()
+            if s.state is PublisherState.LIVE
+        }
+
+    # -- internals --------------------------------------------------------
+
+    def _check_offer(self, offer: sdp.SessionDescription) -> None:
+        """RFC 9725 sections 4.2 and 4.4: what a publish offer may carry."""
+        active = [m for m in offer.media if not m.rejected]
+        if not active:
+            raise UnsupportedMedia("the offer has no media to publish")
+        for kind in ("audio", "video"):
+            if sum(1 for m in active if m.kind == kind) > 1:
+                raise UnsupportedMedia(f"more than one {kind} track (RFC 9725 section 4.4.2)")
+        for media in active:
+            if media.kind not in ("audio", "video"):
+                raise UnsupportedMedia(f"{media.kind} m-lines are not supported")
+            if "SAVPF" not in media.proto:
+                raise UnsupportedMedia(f"protocol {media.proto} is not WebRTC (UDP/TLS/RTP/SAVPF)")
+            if media.direction in ("recvonly", "inactive"):
+                raise UnsupportedMedia(
+                    f"a publish offer must be sendonly or sendrecv, not {media.direction}"
+                )
+            wanted = self.policy.video_codecs if media.kind == "video" else self.policy.audio_codecs
+            names = {RTPMAP_NAMES[c] for c in wanted.split(",")}
+            offered = {c.key for c in media.codecs()}
+            if not names & offered:
+                raise UnsupportedMedia(
+                    f"no supported {media.kind} codec in the offer "
+                    f"(offered: {sorted(offered) or 'none'}; supported: {wanted})"
+                )
+        if len(active) > 1 and not set(m.mid for m in active) <= set(offer.bundle_mids):
+            raise UnsupportedMedia("all media must be in one BUNDLE group (RFC 9725 section 4.4.1)")
+        ufrag, pwd = offer.ice_credentials()
+        if not ufrag or not pwd:
+            raise MalformedSdp("the offer has no ice-ufrag/ice-pwd")
+        if not offer.fingerprint():
+            raise MalformedSdp("the offer has no DTLS fingerprint")
+
+    def _room_options(self) -> RoomOptions:
+        return RoomOptions(
+            video_codecs=self.policy.video_codecs,
+            audio_codecs=self.policy.audio_codecs,
+            bitrate=self.policy.max_bitrate,
+        )
+
+    async def _restart_ice(self, session: PublisherSession, frag: sdp.SdpFragment) -> PatchResult:
+        """Re-offer to Janus with the new credentials; keep the old ICE session on failure."""
+        backend = _backend(session)
+        assert frag.ice_ufrag and frag.ice_pwd
+        offer = sdp.parse(str(session.offer))
+        offer.set_ice_credentials(frag.ice_ufrag, frag.ice_pwd)
+        for media in offer.media:
+            media.remove_attributes("candidate", "end-of-candidates")
+        first = offer.media[0]
+        for cand in frag.candidates_for_ufrag(frag.ice_ufrag):
+            first.lines.append(sdp.Line("a", f"candidate:{cand}"))
+        if frag.end_of_candidates:
+            first.lines.append(sdp.Line("a", "end-of-candidates"))
+        try:
+            answer_text = await backend.renegotiate(str(offer), timeout=self.policy.janus_timeout)
+            answer = sdp.parse(answer_text)
+        except (JanusError, JanusUnreachable, sdp.SdpError) as exc:
+            log.warning("stream %s: ICE restart failed: %s", session.stream, exc)
+            raise _backend_error(exc, backend.node) from exc
+        ufrag, pwd = answer.ice_credentials()
+        if not ufrag or not pwd:
+            raise MediaServerRejected("the media server's answer has no ICE credentials")
+        session.offer = offer
+        session.remote_ufrag, session.remote_pwd = frag.ice_ufrag, frag.ice_pwd
+        session.etag = new_etag()
+        fragment = sdp.write_fragment(
+            ufrag=ufrag, pwd=pwd, media=answer.media[0], candidates=answer.candidates,
+            ice_lite=answer.has("ice-lite"), bundle_mids=answer.bundle_mids,
+        )
+        return PatchResult(fragment=fragment, etag=session.etag)
+
+    def _on_signal(self, session: PublisherSession, signal: PublisherSignal) -> None:
+        if session.state is PublisherState.ENDED:
+            return
+        if signal.kind is Signal.GONE:
+            self._end_soon(session, f"Janus: {signal.reason}")
+        elif signal.kind is Signal.MEDIA and signal.mid is not None:
+            session.receiving[signal.mid] = bool(signal.receiving)
+            if any(session.receiving.values()):
+                if session.state is not PublisherState.LIVE:
+                    log.info("stream %s: live", session.stream)
+                session.set_state(PublisherState.LIVE)
+                self._disarm(session)
+            elif session.state is PublisherState.LIVE:
+                log.info("stream %s: media stopped", session.stream)
+                session.set_state(PublisherState.STALLED)
+                self._arm(session, self.policy.media_timeout, "media stopped")
+
+    def _arm(self, session: PublisherSession, delay: float, reason: str) -> None:
+        self._disarm(session)
+        loop = asyncio.get_running_loop()
+        session.timer = loop.call_later(delay, self._end_soon, session, reason)
+
+    def _disarm(self, session: PublisherSession) -> None:
+        if session.timer is not None:
+            session.timer.cancel()
+            session.timer = None
+
+    def _end_soon(self, session: PublisherSession, reason: str) -> None:
+        if session.closing is None and session.state is not PublisherState.ENDED:
+            session.closing = asyncio.create_task(self._end(session, reason))
+
+    async def _end(self, session: PublisherSession, reason: str) -> None:
+        """Free everything the session holds; safe to call more than once."""
+        if session.state is PublisherState.ENDED:
+            if session.closing is not None and session.closing is not asyncio.current_task():
+                await asyncio.shield(session.closing)
+            return
+        session.set_state(PublisherState.ENDED)
+        session.end_reason = reason
+        self._disarm(session)
+        self.registry.remove(session)
+        log.info("stream %s: publisher %s ended: %s", session.stream, session.id[:8], reason)
+        if session.backend is not None:
+            await session.backend.close()
+
+    def _node_down(self, node: JanusNode) -> None:
+        for session in self.registry.sessions():
+            if session.backend is not None and session.backend.node is node:
+                self._end_soon(session, f"node {node.name} went down")
+            elif session.backend is None:
+                session.set_state(PublisherState.ENDED)
+
+
+def _parse(text: str) -> sdp.SessionDescription:
+    try:
+        return sdp.parse(text)
+    except sdp.SdpError as exc:
+        raise MalformedSdp(f"the offer is not valid SDP: {exc}") from None
+
+
+def _backend(session: PublisherSession) -> RoomPublisher:
+    if session.backend is None or session.state is PublisherState.ENDED:
+        raise ResourceNotFound("no such WHIP session")
+    return session.backend
+
+
+def _bundle_mid(session: PublisherSession) -> str:
+    """Janus reads trickled candidates for the first m-line only."""
+    return session.offer.media[0].mid or "0"
+
+
+def _backend_error(exc: Exception, node: JanusNode) -> GatewayError:
+    """One place that maps a Janus failure to what the client sees."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, JanusUnreachable):
+        log.warning("janus node %s unreachable: %s", node.name, exc)
+        return MediaServerUnavailable(f"media server {node.name} did not answer")
+    if isinstance(exc, JanusPluginError):
+        log.warning("janus %s on %s: %s (code %s)", exc.plugin, node.name, exc.reason, exc.code)
+        return UnsupportedMedia(f"the media server refused the offer: {exc.reason}")
+    if isinstance(exc, JanusError):
+        log.warning("janus error on %s: %s (code %s)", node.name, exc.reason, exc.code)
+        if exc.code == JanusError.INVALID_SDP:
+            return MalformedSdp(f"the media server could not use the offer: {exc.reason}")
+        return MediaServerRejected(f"the media server failed: {exc.reason} ({exc.code})")
+    if isinstance(exc, sdp.SdpError):
+        return MediaServerRejected(f"the media server sent an unreadable SDP: {exc}")
+    raise exc

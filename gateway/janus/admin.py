@@ -1,0 +1,56 @@
+"""The Janus admin API: what Janus itself says it holds.
+
+The gateway uses it to look at a node; the tests use it to prove that
+nothing (session, handle, room, mountpoint) is left behind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from .client import JanusError, JanusUnreachable, _transaction
+
+Json = dict[str, Any]
+
+
+class JanusAdmin:
+    def __init__(self, url: str, secret: str, *, timeout: float = 4.0) -> None:
+        self.url = url.rstrip("/")
+        self.secret = secret
+        self.http = httpx.AsyncClient(timeout=timeout)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def _post(self, path: str, body: Json) -> Json:
+        body = {**body, "transaction": _transaction(), "admin_secret": self.secret}
+        try:
+            reply = (await self.http.post(self.url + path, json=body)).json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise JanusUnreachable(f"admin {path}: {exc!r}") from exc
+        if reply.get("janus") == "error":
+            err = reply.get("error") or {}
+            raise JanusError(int(err.get("code", 0)), str(err.get("reason", "")))
+        return reply
+
+    async def sessions(self) -> list[int]:
+        return list((await self._post("", {"janus": "list_sessions"}))["sessions"])
+
+    async def handles(self, session_id: int) -> list[int]:
+        return list((await self._post(f"/{session_id}", {"janus": "list_handles"}))["handles"])
+
+    async def handle_info(self, session_id: int, handle_id: int) -> Json:
+        reply = await self._post(f"/{session_id}/{handle_id}", {"janus": "handle_info"})
+        return dict(reply["info"])
+
+    async def all_handles(self) -> dict[int, list[int]]:
+        return {sid: await self.handles(sid) for sid in await self.sessions()}
+
+    async def message_plugin(self, plugin: str, request: Json) -> Json:
+        reply = await self._post("", {"janus": "message_plugin", "plugin": plugin, "request": request})
+        return dict(reply.get("response") or {})
+
+    async def destroy_session(self, session_id: int) -> None:
+        await self._post(f"/{session_id}", {"janus": "destroy_session"})

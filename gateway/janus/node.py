@@ -1,0 +1,118 @@
+"""One Janus node as the gateway sees it: its API session, version and health.
+
+The gateway keeps one long-lived Janus session per node, with one event
+pump; every publisher (and later viewer) is a handle inside it.  When the
+session is lost (Janus restarted, or unreachable) the node is marked down,
+its listeners are told so they can drop what lived there, and a reconnect
+loop brings it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable
+
+from .admin import JanusAdmin
+from .client import JanusClient, JanusHandle, JanusSession, JanusUnreachable
+
+CONTROL_PLUGINS = ("janus.plugin.videoroom", "janus.plugin.streaming")
+
+log = logging.getLogger(__name__)
+
+
+class JanusNode:
+    def __init__(
+        self,
+        name: str,
+        client: JanusClient,
+        *,
+        plugin_admin_key: str | None = None,
+        admin: JanusAdmin | None = None,
+        reconnect_interval: float = 0.5,
+    ) -> None:
+        self.name = name
+        self.client = client
+        self.admin = admin
+        self.plugin_admin_key = plugin_admin_key
+        self.version: int = 0
+        self.version_string = ""
+        self.session: JanusSession | None = None
+        self._controls: dict[str, JanusHandle] = {}
+        self.load = 0  # handles the gateway placed here
+        self.reconnect_interval = reconnect_interval
+        self._down_listeners: list[Callable[[JanusNode], None]] = []
+        self._reconnect: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def healthy(self) -> bool:
+        return self.session is not None and self.session.alive
+
+    def on_down(self, listener: Callable[[JanusNode], None]) -> None:
+        self._down_listeners.append(listener)
+
+    async def connect(self) -> None:
+        info = await self.client.info()
+        self.version = int(info.get("version", 0))
+        self.version_string = str(info.get("version_string", ""))
+        plugins = info.get("plugins") or {}
+        for needed in CONTROL_PLUGINS:
+            if needed not in plugins:
+                raise JanusUnreachable(f"node {self.name} lacks the {needed} plugin")
+        session = await self.client.create_session()
+        session.on_lost = self._session_lost
+        try:
+            # One handle per plugin for room/mountpoint management, so a POST
+            # does not pay an attach and a detach.
+            self._controls = {p: await session.attach(p) for p in CONTROL_PLUGINS}
+        except BaseException:
+            await session.destroy()
+            raise
+        self.session = session
+        log.info("janus node %s up: %s, session %s", self.name, self.version_string, session.id)
+
+    def require_session(self) -> JanusSession:
+        if self.session is None or not self.session.alive:
+            raise JanusUnreachable(f"node {self.name} is down")
+        return self.session
+
+    def control(self, plugin: str) -> JanusHandle:
+        """The node's management handle for ``plugin`` (create/destroy/forward)."""
+        self.require_session()
+        return self._controls[plugin]
+
+    def mark_down(self) -> None:
+        """Declare the node down (e.g. unreachable at start) and keep retrying."""
+        self._session_lost()
+
+    def _session_lost(self) -> None:
+        log.error("janus node %s: session lost; marking the node down", self.name)
+        for listener in list(self._down_listeners):
+            try:
+                listener(self)
+            except Exception:
+                log.exception("node-down listener failed")
+        if not self._closing and (self._reconnect is None or self._reconnect.done()):
+            self._reconnect = asyncio.create_task(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self.reconnect_interval)
+            try:
+                await self.connect()
+                return
+            except (JanusUnreachable, OSError) as exc:
+                log.debug("janus node %s still down: %s", self.name, exc)
+            except Exception:
+                log.exception("janus node %s: reconnect failed", self.name)
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._reconnect is not None:
+            self._reconnect.cancel()
+        if self.session is not None:
+            await self.session.destroy()
+        await self.client.close()
+        if self.admin is not None:
+            await self.admin.close()

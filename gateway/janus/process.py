@@ -1,0 +1,237 @@
+"""A Janus process that the gateway (or a test) starts, watches and stops.
+
+This is the embedded default: with no Janus URL configured, ``serve`` runs
+the distribution's ``janus`` binary with configs written into a private
+folder, on free loopback ports, with only the VideoRoom and Streaming
+plugins and the HTTP transport.  The same class starts Janus for the
+integration tests, so what the tests run is what users run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+JANUS_LIB_DIR = Path("/usr/lib/x86_64-linux-gnu/janus")
+PLUGINS_KEPT = ("libjanus_videoroom.so", "libjanus_streaming.so")
+TRANSPORTS_KEPT = ("libjanus_http.so",)
+
+
+def _disabled(kind: str, kept: tuple[str, ...]) -> str:
+    """Every module of ``kind`` that Janus would load, except the kept ones.
+
+    Janus has no allow-list, only ``disable``; so list what is installed.
+    """
+    candidates = [JANUS_LIB_DIR / kind, *Path("/usr/lib").glob(f"*/janus/{kind}")]
+    names: set[str] = set()
+    for folder in candidates:
+        if folder.is_dir():
+            names.update(p.name for p in folder.glob("*.so"))
+    return ",".join(sorted(names - set(kept)))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class JanusProcessConfig:
+    binary: str = "/usr/bin/janus"
+    host: str = "127.0.0.1"
+    http_port: int = 0  # 0: pick a free port
+    admin_port: int = 0
+    admin_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    plugin_admin_key: str = field(default_factory=lambda: secrets.token_hex(16))
+    rtp_port_range: str = "20000-40000"
+    streaming_port_range: str = "40001-50000"
+    ice_enforce_list: str | None = None
+    ice_ignore_list: str | None = "vmnet"
+    ice_lite: bool = False
+    nat_1_1_mapping: str | None = None
+    stun_server: str | None = None  # host:port
+    session_timeout: int = 60
+    debug_level: int = 4
+    event_loops: int = 0
+
+    def resolved(self) -> JanusProcessConfig:
+        """A copy with free ports chosen for the ones left at 0."""
+        out = JanusProcessConfig(**self.__dict__)
+        out.http_port = self.http_port or free_port(self.host)
+        out.admin_port = self.admin_port or free_port(self.host)
+        return out
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}/janus"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{self.host}:{self.admin_port}/admin"
+
+
+def write_configs(folder: Path, cfg: JanusProcessConfig) -> None:
+    """Write the four .jcfg files Janus needs; every other plugin stays off."""
+    nat = ["ice_keepalive_conncheck = true", f"ice_lite = {str(cfg.ice_lite).lower()}"]
+    if cfg.ice_enforce_list:
+        nat.append(f'ice_enforce_list = "{cfg.ice_enforce_list}"')
+    elif cfg.ice_ignore_list:
+        nat.append(f'ice_ignore_list = "{cfg.ice_ignore_list}"')
+    if cfg.nat_1_1_mapping:
+        nat.append(f'nat_1_1_mapping = "{cfg.nat_1_1_mapping}"')
+    if cfg.stun_server:
+        host, _, port = cfg.stun_server.rpartition(":")
+        nat += [f'stun_server = "{host}"', f"stun_port = {port}"]
+    general = [
+        f"debug_level = {cfg.debug_level}",
+        f'admin_secret = "{cfg.admin_secret}"',
+        f"session_timeout = {cfg.session_timeout}",
+        "protected_folders = []",
+    ]
+    if cfg.event_loops:
+        general.append(f"event_loops = {cfg.event_loops}")
+    files = {
+        "janus.jcfg": _jcfg(
+            general=general,
+            media=[f'rtp_port_range = "{cfg.rtp_port_range}"'],
+            nat=nat,
+            plugins=[f'disable = "{_disabled("plugins", PLUGINS_KEPT)}"'],
+            transports=[f'disable = "{_disabled("transports", TRANSPORTS_KEPT)}"'],
+        ),
+        "janus.transport.http.jcfg": _jcfg(
+            general=["json = \"compact\"", "http = true", f"port = {cfg.http_port}",
+                     f'ip = "{cfg.host}"', 'base_path = "/janus"', "https = false"],
+            admin=["admin_http = true", f"admin_port = {cfg.admin_port}",
+                   f'admin_ip = "{cfg.host}"', 'admin_base_path = "/admin"', "admin_https = false"],
+        ),
+        "janus.plugin.videoroom.jcfg": _jcfg(
+            general=[f'admin_key = "{cfg.plugin_admin_key}"', "lock_rtp_forward = true"],
+        ),
+        "janus.plugin.streaming.jcfg": _jcfg(
+            general=[f'admin_key = "{cfg.plugin_admin_key}"',
+                     f'rtp_port_range = "{cfg.streaming_port_range}"'],
+        ),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+
+
+def _jcfg(**sections: list[str]) -> str:
+    out = []
+    for name, lines in sections.items():
+        out.append(f"{name}: {{")
+        out.extend(f"\t{line}" for line in lines)
+        out.append("}")
+    return "\n".join(out) + "\n"
+
+
+class JanusNotReady(RuntimeError):
+    pass
+
+
+class ManagedJanus:
+    """One supervised Janus process with private configs."""
+
+    def __init__(self, cfg: JanusProcessConfig, workdir: Path | None = None) -> None:
+        if not shutil.which(cfg.binary):
+            raise FileNotFoundError(
+                f"Janus binary {cfg.binary!r} not found; install the 'janus' package"
+            )
+        self.cfg = cfg.resolved()
+        self._own_dir = workdir is None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="whip-gateway-janus-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        self._stopping = False
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "janus.log"
+
+    def launch(self) -> None:
+        write_configs(self.workdir, self.cfg)
+        command = [
+            self.cfg.binary, "-F", str(self.workdir), "-C", str(self.workdir / "janus.jcfg"),
+            "--disable-colors", "-L", str(self.log_path), "-d", str(self.cfg.debug_level),
+        ]
+        log.info("starting Janus: %s", " ".join(command))
+        self.proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                raise JanusNotReady(f"Janus exited early; see {self.log_path}")
+            try:
+                if httpx.get(f"{self.cfg.api_url}/info", timeout=0.5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise JanusNotReady(f"Janus did not answer /info in {timeout} s; see {self.log_path}")
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None:
+            os.kill(self.proc.pid, sig)
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    async def supervise(self, on_restart: "asyncio.Event | None" = None) -> None:
+        """Restart Janus whenever it dies, with a short back-off, until stop()."""
+        backoff = 0.2
+        while not self._stopping:
+            await asyncio.sleep(0.25)
+            if self._stopping or self.running():
+                backoff = 0.2
+                continue
+            code = self.proc.returncode if self.proc else None
+            log.error("Janus exited (code %s); restarting in %.1f s", code, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            if self._stopping:
+                return
+            try:
+                self.launch()
+                await asyncio.to_thread(self.wait_ready)
+                self.restarts += 1
+                log.info("Janus is back (restart %d)", self.restarts)
+                if on_restart is not None:
+                    on_restart.set()
+            except (JanusNotReady, OSError) as exc:
+                log.error("Janus restart failed: %s", exc)

@@ -1,0 +1,201 @@
+"""A WHIP publisher as Janus holds it: a VideoRoom room of its own, one handle.
+
+One room per publisher keeps streams apart (a room's codec list, bitrate and
+forwarders belong to that stream alone) and makes teardown a single
+``destroy``.  Everything here speaks Janus JSON; the domain sees only
+``RoomPublisher`` methods and ``PublisherSignal`` values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Callable
+
+from .client import JanusError, JanusHandle, JanusPluginError, JanusUnreachable
+from .node import JanusNode
+
+log = logging.getLogger(__name__)
+
+VIDEOROOM = "janus.plugin.videoroom"
+ROOM_EXISTS = 427
+
+
+class Signal(Enum):
+    CONNECTED = "connected"  # ICE + DTLS up (webrtcup)
+    MEDIA = "media"  # receiving changed on one mid
+    GONE = "gone"  # hangup, detached, or the node lost the session
+
+
+@dataclass(frozen=True)
+class PublisherSignal:
+    kind: Signal
+    mid: str | None = None
+    receiving: bool | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RoomOptions:
+    video_codecs: str
+    audio_codecs: str
+    bitrate: int = 0
+    fir_freq: int = 0
+
+
+@dataclass
+class PublishedStream:
+    mid: str
+    kind: str
+    codec: str | None
+
+
+@dataclass
+class RoomPublisher:
+    node: JanusNode
+    room_id: int
+    handle: JanusHandle
+    publisher_id: int = 0
+    answer: str = ""
+    streams: list[PublishedStream] = field(default_factory=list)
+    _closed: bool = False
+
+    @classmethod
+    async def open(
+        cls,
+        node: JanusNode,
+        *,
+        offer: str,
+        display: str,
+        options: RoomOptions,
+        on_signal: Callable[[PublisherSignal], None],
+        timeout: float = 6.0,
+    ) -> RoomPublisher:
+        """Create the room, join as publisher, return with Janus's answer.
+
+        Anything that fails part-way is undone before the error propagates.
+        """
+        session = node.require_session()
+        control = node.control(VIDEOROOM)
+        room_id = 0
+        handle: JanusHandle | None = None
+        try:
+            room_id = await _create_room(control, node.plugin_admin_key, options)
+            handle = await session.attach(VIDEOROOM, _signal_adapter(on_signal))
+            event = await handle.message(
+                {"request": "joinandconfigure", "ptype": "publisher", "room": room_id,
+                 "display": display, "audio": True, "video": True},
+                {"type": "offer", "sdp": offer, "trickle": True},
+                timeout=timeout,
+            )
+            if event.jsep is None or event.data.get("videoroom") != "joined":
+                raise JanusPluginError(VIDEOROOM, 0, f"unexpected reply {event.data}")
+            publisher = cls(node=node, room_id=room_id, handle=handle)
+            publisher.publisher_id = int(event.data.get("id", 0))
+            publisher.answer = str(event.jsep.get("sdp", ""))
+            publisher.streams = _streams(event.data)
+            node.load += 1
+            return publisher
+        except BaseException:
+            await _quietly(handle.detach() if handle else None)
+            if room_id:
+                await _quietly(_destroy_room(control, node.plugin_admin_key, room_id))
+            raise
+
+    async def trickle(self, mid: str, candidates: list[str], completed: bool) -> None:
+        """Janus bundles, and reads candidates for the first m-line only."""
+        await self.handle.trickle(
+            [{"sdpMid": mid, "sdpMLineIndex": 0, "candidate": f"candidate:{c}"} for c in candidates]
+        )
+        if completed:
+            await self.handle.trickle_completed()
+
+    async def renegotiate(self, offer: str, timeout: float = 6.0) -> str:
+        """Send a new offer (an ICE restart) and return Janus's answer."""
+        event = await self.handle.message(
+            {"request": "configure"},
+            {"type": "offer", "sdp": offer, "trickle": True},
+            timeout=timeout,
+        )
+        if event.jsep is None:
+            raise JanusPluginError(VIDEOROOM, 0, f"no answer to the new offer: {event.data}")
+        self.answer = str(event.jsep.get("sdp", ""))
+        return self.answer
+
+    async def close(self) -> None:
+        """Leave, detach, destroy the room.  Safe to call twice or on a dead node."""
+        if self._closed:
+            return
+        self._closed = True
+        self.node.load = max(0, self.node.load - 1)
+        if not self.node.healthy:
+            return  # the node's session died, and every handle with it
+        await _quietly(self.handle.detach())  # detaching hangs up the PeerConnection
+        try:
+            await _destroy_room(self.node.control(VIDEOROOM), self.node.plugin_admin_key, self.room_id)
+        except (JanusError, JanusUnreachable) as exc:
+            log.warning("room %s on %s not destroyed: %s", self.room_id, self.node.name, exc)
+
+
+async def _create_room(control: JanusHandle, admin_key: str | None, options: RoomOptions) -> int:
+    for _ in range(5):
+        room_id = secrets.randbits(52) or 1  # JSON-safe integer, and no zero
+        body: dict[str, Any] = {
+            "request": "create", "room": room_id, "permanent": False, "publishers": 1,
+            "is_private": True, "videocodec": options.video_codecs,
+            "audiocodec": options.audio_codecs, "bitrate": options.bitrate,
+            "fir_freq": options.fir_freq, "notify_joining": False,
+        }
+        if admin_key:
+            body["admin_key"] = admin_key
+        try:
+            await control.request(body)
+            return room_id
+        except JanusPluginError as exc:
+            if exc.code != ROOM_EXISTS:
+                raise
+    raise JanusPluginError(VIDEOROOM, ROOM_EXISTS, "could not find a free room id")
+
+
+async def _destroy_room(control: JanusHandle, admin_key: str | None, room_id: int) -> None:
+    body: dict[str, Any] = {"request": "destroy", "room": room_id, "permanent": False}
+    if admin_key:
+        body["admin_key"] = admin_key
+    await control.request(body)
+
+
+def _streams(data: dict[str, Any]) -> list[PublishedStream]:
+    return [
+        PublishedStream(mid=str(s.get("mid")), kind=str(s.get("type")), codec=s.get("codec"))
+        for s in data.get("streams") or []
+        if not s.get("disabled")
+    ]
+
+
+def _signal_adapter(on_signal: Callable[[PublisherSignal], None]) -> Callable[[dict[str, Any]], None]:
+    """Turn Janus core events on the publisher's handle into domain signals."""
+
+    def handle(event: dict[str, Any]) -> None:
+        kind = event.get("janus")
+        if kind == "webrtcup":
+            on_signal(PublisherSignal(Signal.CONNECTED))
+        elif kind == "media":
+            on_signal(PublisherSignal(Signal.MEDIA, mid=str(event.get("mid", event.get("type"))),
+                                      receiving=bool(event.get("receiving"))))
+        elif kind in ("hangup", "detached"):
+            on_signal(PublisherSignal(Signal.GONE, reason=str(event.get("reason", kind))))
+
+    return handle
+
+
+async def _quietly(awaitable: Any) -> None:
+    """Best-effort cleanup: a failure here must not hide the original error."""
+    if awaitable is None:
+        return
+    try:
+        await asyncio.wait_for(awaitable, 5.0)
+    except (JanusError, JanusUnreachable, asyncio.TimeoutError) as exc:
+        log.debug("cleanup step failed: %r", exc)

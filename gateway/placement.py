@@ -1,0 +1,51 @@
+"""The pool of Janus nodes and the choice of where a new session goes.
+
+Today every node takes publishers and the least-loaded healthy one wins.
+Egress placement (viewers on many nodes) will choose from the same pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .errors import MediaServerUnavailable
+from .janus.node import JanusNode
+
+log = logging.getLogger(__name__)
+
+
+class NodePool:
+    def __init__(self, nodes: list[JanusNode]) -> None:
+        if not nodes:
+            raise ValueError("a node pool needs at least one node")
+        self.nodes = nodes
+
+    async def start(self) -> None:
+        """Connect every node; a node that is down keeps retrying on its own."""
+        results = await asyncio.gather(*(n.connect() for n in self.nodes), return_exceptions=True)
+        for node, result in zip(self.nodes, results):
+            if isinstance(result, BaseException):
+                log.warning("janus node %s is not reachable yet: %s", node.name, result)
+                node.mark_down()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(n.close() for n in self.nodes), return_exceptions=True)
+
+    def healthy(self) -> list[JanusNode]:
+        return [n for n in self.nodes if n.healthy]
+
+    def for_publisher(self) -> JanusNode:
+        candidates = self.healthy()
+        if not candidates:
+            raise MediaServerUnavailable("no Janus node is up", retry_after=2)
+        return min(candidates, key=lambda n: n.load)
+
+    async def wait_healthy(self, timeout: float) -> bool:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self.healthy():
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.05)
+        return True
+

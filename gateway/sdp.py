@@ -1,0 +1,372 @@
+"""SDP and trickle-ice-sdpfrag: parsing, checks and writing.
+
+All SDP handling of the gateway lives here, so that a change to how we read
+or write a line is made once.  The model keeps every line it was given, in
+order, so ``str(parse(text))`` gives the same SDP back (with CRLF line ends);
+the round-trip tests on real offers in ``tests/unit/test_sdp.py`` hold us to
+that.  Nothing here knows about HTTP or Janus.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+MAX_SDP_BYTES = 64 * 1024
+MAX_MEDIA_SECTIONS = 16
+_LINE = re.compile(r"^([a-z])=(.*)$")
+_TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
+
+
+class SdpError(ValueError):
+    """The text is not an SDP we can read (RFC 8866 grammar, or a size limit)."""
+
+
+@dataclass
+class Line:
+    type: str
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.type}={self.value}"
+
+    @property
+    def attribute(self) -> tuple[str, str | None] | None:
+        """``a=name:value`` as ``(name, value)``; None for other line types."""
+        if self.type != "a":
+            return None
+        name, sep, value = self.value.partition(":")
+        return name, (value if sep else None)
+
+
+def _attributes(lines: Iterable[Line], name: str) -> Iterator[str | None]:
+    for line in lines:
+        attr = line.attribute
+        if attr and attr[0] == name:
+            yield attr[1]
+
+
+def _first(lines: Iterable[Line], name: str) -> str | None:
+    for value in _attributes(lines, name):
+        return value
+    return None
+
+
+def _has(lines: Iterable[Line], name: str) -> bool:
+    return any(True for _ in _attributes(lines, name))
+
+
+@dataclass(frozen=True)
+class Codec:
+    pt: int
+    name: str
+    clock_rate: int
+    channels: int | None
+    fmtp: str | None
+
+    @property
+    def key(self) -> str:
+        return self.name.lower()
+
+
+@dataclass
+class MediaSection:
+    kind: str
+    port: int
+    proto: str
+    formats: list[str]
+    lines: list[Line] = field(default_factory=list)  # everything after m=
+
+    @property
+    def m_line(self) -> Line:
+        return Line("m", f"{self.kind} {self.port} {self.proto} {' '.join(self.formats)}")
+
+    def attributes(self, name: str) -> list[str | None]:
+        return list(_attributes(self.lines, name))
+
+    def attribute(self, name: str) -> str | None:
+        return _first(self.lines, name)
+
+    def has(self, name: str) -> bool:
+        return _has(self.lines, name)
+
+    @property
+    def mid(self) -> str | None:
+        return self.attribute("mid")
+
+    @property
+    def direction(self) -> str:
+        for name in ("sendrecv", "sendonly", "recvonly", "inactive"):
+            if self.has(name):
+                return name
+        return "sendrecv"  # RFC 8866 section 6.7: the default
+
+    @property
+    def rejected(self) -> bool:
+        return self.port == 0 and not self.has("bundle-only")
+
+    @property
+    def candidates(self) -> list[str]:
+        return [v for v in self.attributes("candidate") if v]
+
+    @property
+    def rids(self) -> list[str]:
+        """Send rids (RFC 8851), in offer order."""
+        rids = []
+        for value in self.attributes("rid"):
+            parts = (value or "").split()
+            if len(parts) >= 2 and parts[1] == "send":
+                rids.append(parts[0])
+        return rids
+
+    def codecs(self) -> list[Codec]:
+        """The codecs of the m-line, in its format order; rtx/red/fec included."""
+        rtpmap: dict[str, str] = {}
+        fmtp: dict[str, str] = {}
+        for value in self.attributes("rtpmap"):
+            pt, _, rest = (value or "").partition(" ")
+            rtpmap[pt] = rest
+        for value in self.attributes("fmtp"):
+            pt, _, rest = (value or "").partition(" ")
+            fmtp[pt] = rest
+        codecs = []
+        for fmt in self.formats:
+            if not fmt.isdigit() or fmt not in rtpmap:
+                continue
+            parts = rtpmap[fmt].split("/")
+            try:
+                clock = int(parts[1]) if len(parts) > 1 else 0
+                channels = int(parts[2]) if len(parts) > 2 else None
+            except ValueError:
+                continue
+            codecs.append(Codec(int(fmt), parts[0], clock, channels, fmtp.get(fmt)))
+        return codecs
+
+    def remove_attributes(self, *names: str) -> None:
+        self.lines = [ln for ln in self.lines if not (ln.attribute and ln.attribute[0] in names)]
+
+    def set_attribute(self, name: str, value: str | None) -> None:
+        """Replace every ``a=name`` with one line at the first one's place (or append)."""
+        text = name if value is None else f"{name}:{value}"
+        out: list[Line] = []
+        placed = False
+        for ln in self.lines:
+            if ln.attribute and ln.attribute[0] == name:
+                if not placed:
+                    out.append(Line("a", text))
+                    placed = True
+                continue
+            out.append(ln)
+        if not placed:
+            out.append(Line("a", text))
+        self.lines = out
+
+    def __str__(self) -> str:
+        return "\r\n".join(str(ln) for ln in [self.m_line, *self.lines])
+
+
+@dataclass
+class SessionDescription:
+    session: list[Line]
+    media: list[MediaSection]
+
+    def attribute(self, name: str) -> str | None:
+        return _first(self.session, name)
+
+    def has(self, name: str) -> bool:
+        return _has(self.session, name)
+
+    def ice_credentials(self) -> tuple[str | None, str | None]:
+        """ufrag/pwd of the BUNDLE transport: first m-line, else session level."""
+        first = self.media[0] if self.media else None
+        ufrag = (first.attribute("ice-ufrag") if first else None) or self.attribute("ice-ufrag")
+        pwd = (first.attribute("ice-pwd") if first else None) or self.attribute("ice-pwd")
+        return ufrag, pwd
+
+    def fingerprint(self) -> str | None:
+        first = self.media[0] if self.media else None
+        return (first.attribute("fingerprint") if first else None) or self.attribute("fingerprint")
+
+    def set_ice_credentials(self, ufrag: str, pwd: str) -> None:
+        """Write new credentials wherever the description carries them."""
+        for lines_owner in [self, *self.media]:
+            if lines_owner is self:
+                holder = self.session
+                if _has(holder, "ice-ufrag"):
+                    self.session = _replace(holder, {"ice-ufrag": ufrag, "ice-pwd": pwd})
+            else:
+                assert isinstance(lines_owner, MediaSection)
+                if lines_owner.has("ice-ufrag"):
+                    lines_owner.lines = _replace(lines_owner.lines, {"ice-ufrag": ufrag, "ice-pwd": pwd})
+
+    @property
+    def candidates(self) -> list[str]:
+        return [c for m in self.media for c in m.candidates]
+
+    @property
+    def bundle_mids(self) -> list[str]:
+        for value in _attributes(self.session, "group"):
+            parts = (value or "").split()
+            if parts and parts[0] == "BUNDLE":
+                return parts[1:]
+        return []
+
+    def __str__(self) -> str:
+        parts = [str(ln) for ln in self.session] + [str(m) for m in self.media]
+        return "\r\n".join(parts) + "\r\n"
+
+
+def _replace(lines: list[Line], values: dict[str, str]) -> list[Line]:
+    out = []
+    for ln in lines:
+        attr = ln.attribute
+        if attr and attr[0] in values:
+            out.append(Line("a", f"{attr[0]}:{values[attr[0]]}"))
+        else:
+            out.append(ln)
+    return out
+
+
+def _split_lines(text: str, *, limit: int) -> list[Line]:
+    if len(text.encode("utf-8", "surrogatepass")) > limit:
+        raise SdpError(f"SDP is larger than {limit} bytes")
+    lines: list[Line] = []
+    for number, raw in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
+        if raw == "":
+            continue
+        match = _LINE.match(raw)
+        if not match:
+            raise SdpError(f"line {number} is not of the form <type>=<value>: {raw[:60]!r}")
+        if any(ord(c) < 0x20 and c != "\t" for c in raw):
+            raise SdpError(f"line {number} holds a control character")
+        lines.append(Line(match.group(1), match.group(2)))
+    return lines
+
+
+def _parse_m_line(value: str) -> MediaSection:
+    parts = value.split()
+    if len(parts) < 4:
+        raise SdpError(f"m-line needs <media> <port> <proto> <fmt ...>: {value[:60]!r}")
+    kind, port_text, proto, *formats = parts
+    port_text = port_text.split("/")[0]
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise SdpError(f"m-line port is not a port number: {port_text[:20]!r}")
+    if not _TOKEN.match(kind) or not _TOKEN.match(proto.replace("/", "")):
+        raise SdpError(f"m-line has an invalid media or proto token: {value[:60]!r}")
+    return MediaSection(kind=kind, port=int(port_text), proto=proto, formats=formats)
+
+
+def parse(text: str) -> SessionDescription:
+    """Read a full SDP (RFC 8866).  Raises SdpError on anything we cannot trust."""
+    lines = _split_lines(text, limit=MAX_SDP_BYTES)
+    if not lines or str(lines[0]) != "v=0":
+        raise SdpError("an SDP must start with v=0")
+    present = {ln.type for ln in lines}
+    for required in ("o", "s", "t"):
+        if required not in present:
+            raise SdpError(f"the mandatory {required}= line is missing")
+    session: list[Line] = []
+    media: list[MediaSection] = []
+    for ln in lines:
+        if ln.type == "m":
+            if len(media) >= MAX_MEDIA_SECTIONS:
+                raise SdpError(f"more than {MAX_MEDIA_SECTIONS} media sections")
+            media.append(_parse_m_line(ln.value))
+        elif media:
+            media[-1].lines.append(ln)
+        else:
+            if ln.type == "v" and session:
+                raise SdpError("v= appears twice")
+            session.append(ln)
+    return SessionDescription(session=session, media=media)
+
+
+# -- trickle-ice-sdpfrag (RFC 8840) -------------------------------------------
+
+
+@dataclass
+class SdpFragment:
+    """What a WHIP/WHEP PATCH body says about ICE."""
+
+    ice_ufrag: str | None = None
+    ice_pwd: str | None = None
+    ice_options: str | None = None
+    candidates: list[tuple[str | None, str]] = field(default_factory=list)  # (mid, candidate)
+    end_of_candidates: bool = False
+
+    def candidates_for_ufrag(self, ufrag: str | None) -> list[str]:
+        """Candidates that belong to the ICE session of ``ufrag``.
+
+        A candidate line may name its ufrag (``... ufrag EsAw``); one naming
+        another ufrag is for an older or newer ICE session and is dropped.
+        """
+        keep = []
+        for _mid, cand in self.candidates:
+            parts = cand.split()
+            named = parts[parts.index("ufrag") + 1] if "ufrag" in parts[:-1] else None
+            if named is None or ufrag is None or named == ufrag:
+                keep.append(cand)
+        return keep
+
+
+MAX_SDPFRAG_BYTES = 16 * 1024
+
+
+def parse_fragment(text: str) -> SdpFragment:
+    """Read an ``application/trickle-ice-sdpfrag`` body (RFC 8840 section 9)."""
+    lines = _split_lines(text, limit=MAX_SDPFRAG_BYTES)
+    frag = SdpFragment()
+    mid: str | None = None
+    for ln in lines:
+        if ln.type == "m":
+            _parse_m_line(ln.value)
+            mid = None
+            continue
+        attr = ln.attribute
+        if attr is None:
+            continue
+        name, value = attr
+        if name == "mid":
+            mid = value
+        elif name == "ice-ufrag":
+            frag.ice_ufrag = value
+        elif name == "ice-pwd":
+            frag.ice_pwd = value
+        elif name == "ice-options":
+            frag.ice_options = value
+        elif name == "candidate":
+            if not value or len(value.split()) < 8:
+                raise SdpError(f"candidate line is incomplete: {(value or '')[:60]!r}")
+            frag.candidates.append((mid, value))
+        elif name == "end-of-candidates":
+            frag.end_of_candidates = True
+    if (frag.ice_ufrag is None) != (frag.ice_pwd is None):
+        raise SdpError("ice-ufrag and ice-pwd must come together")
+    return frag
+
+
+def write_fragment(
+    *,
+    ufrag: str,
+    pwd: str,
+    media: MediaSection,
+    candidates: Iterable[str],
+    ice_lite: bool = False,
+    bundle_mids: Iterable[str] = (),
+) -> str:
+    """The server's side of an ICE restart (RFC 9725 section 4.3.3)."""
+    out: list[str] = []
+    if ice_lite:
+        out.append("a=ice-lite")
+    mids = list(bundle_mids)
+    if mids:
+        out.append("a=group:BUNDLE " + " ".join(mids))
+    out.append(str(media.m_line))
+    if media.mid is not None:
+        out.append(f"a=mid:{media.mid}")
+    out.append(f"a=ice-ufrag:{ufrag}")
+    out.append(f"a=ice-pwd:{pwd}")
+    out.extend(f"a=candidate:{c}" for c in candidates)
+    out.append("a=end-of-candidates")
+    return "\r\n".join(out) + "\r\n"
