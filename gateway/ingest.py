@@ -63,6 +63,7 @@ class Ingest:
         self.keys = keys
         self.policy = policy
         self.registry = StreamRegistry()
+        self._ending: set[asyncio.Task[None]] = set()
         for node in pool.nodes:
             node.on_down(self._node_down)
 
@@ -241,6 +242,13 @@ class Ingest:
     def _end_soon(self, session: PublisherSession, reason: str) -> None:
         if session.closing is None and session.state is not PublisherState.ENDED:
             session.closing = asyncio.create_task(self._end(session, reason))
+            self._ending.add(session.closing)
+            session.closing.add_done_callback(self._ending.discard)
+
+    async def settled(self) -> None:
+        """Wait until every publisher that is being ended has freed its resources."""
+        while self._ending:
+            await asyncio.gather(*list(self._ending), return_exceptions=True)
 
     async def _end(self, session: PublisherSession, reason: str) -> None:
         """Free everything the session holds; safe to call more than once."""

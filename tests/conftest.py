@@ -1,0 +1,167 @@
+"""Fixtures: a real Janus 1.1.2 in a private network namespace, and gateways on it.
+
+At start-up the pytest process moves itself into a fresh network namespace
+(``gateway.sandbox``), so Janus, the gateway and every client (aiortc,
+GStreamer, Chromium) share an interface ``v0`` at 127.0.0.2 and nothing can
+leave the machine.  Integration tests need root for that; without it they
+are skipped with the reason.
+
+After every test that used a gateway, ``Leaks`` asks Janus's admin API what
+it still holds: no room and no handle beyond the gateway's two control
+handles while the gateway runs, and no session at all once it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
+
+import httpx
+import pytest
+import uvicorn
+
+from gateway.app import create_app
+from gateway.config import JanusNodeSettings, Settings, load_settings
+from gateway.janus.admin import JanusAdmin
+from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port
+from gateway.sandbox import INTERFACE, SandboxUnavailable, enter_private_netns
+
+FIXTURES = Path(__file__).parent / "fixtures"
+_sandbox_error: str | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _sandbox_error
+    if os.environ.get("WHIP_GATEWAY_NO_SANDBOX") == "1":
+        _sandbox_error = "WHIP_GATEWAY_NO_SANDBOX=1"
+        return
+    try:
+        enter_private_netns()
+    except SandboxUnavailable as exc:
+        _sandbox_error = str(exc)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in item.nodeid.split("/"):
+            item.add_marker(pytest.mark.integration)
+            if _sandbox_error:
+                item.add_marker(pytest.mark.skip(reason=f"no private network namespace: {_sandbox_error}"))
+
+
+@pytest.fixture(scope="session")
+def janus() -> Iterator[ManagedJanus]:
+    """One Janus for the whole run, as the Debian package ships it."""
+    process = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, debug_level=4))
+    process.start()
+    yield process
+    process.stop()
+
+
+@dataclass
+class Leaks:
+    admin: JanusAdmin
+    plugin_admin_key: str
+
+    async def rooms(self) -> list[int]:
+        reply = await self.admin.message_plugin(
+            "janus.plugin.videoroom", {"request": "list", "admin_key": self.plugin_admin_key})
+        return [r["room"] for r in reply.get("list", [])]
+
+    async def mountpoints(self) -> list[int]:
+        reply = await self.admin.message_plugin(
+            "janus.plugin.streaming", {"request": "list", "admin_key": self.plugin_admin_key})
+        return [m["id"] for m in reply.get("list", [])]
+
+    async def assert_only_control_handles(self, gateways: int = 1) -> None:
+        handles = await self.admin.all_handles()
+        assert len(handles) <= gateways, f"more than the gateways' own Janus sessions: {handles}"
+        for session, hs in handles.items():
+            assert len(hs) == 2, f"session {session} holds handles beyond the 2 control ones: {hs}"
+        assert await self.rooms() == [], "a VideoRoom room was left behind"
+        assert await self.mountpoints() == [], "a Streaming mountpoint was left behind"
+
+    async def assert_nothing(self) -> None:
+        assert await self.admin.sessions() == [], "a Janus session was left behind"
+        assert await self.rooms() == []
+        assert await self.mountpoints() == []
+
+
+@pytest.fixture
+async def leaks(janus: ManagedJanus) -> AsyncIterator[Leaks]:
+    admin = JanusAdmin(janus.cfg.admin_url, janus.cfg.admin_secret)
+    yield Leaks(admin, janus.cfg.plugin_admin_key)
+    await admin.close()
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    settings: Settings
+    app: Any
+
+    def whip(self, stream: str) -> str:
+        return f"{self.url}/whip/{stream}"
+
+
+GatewayFactory = Callable[..., Awaitable[RunningGateway]]
+
+
+def janus_settings(janus: ManagedJanus) -> JanusNodeSettings:
+    return JanusNodeSettings(
+        url=janus.cfg.api_url, admin_url=janus.cfg.admin_url,
+        admin_secret=janus.cfg.admin_secret, plugin_admin_key=janus.cfg.plugin_admin_key,
+    )
+
+
+@pytest.fixture
+async def start_gateway(janus: ManagedJanus, leaks: Leaks) -> AsyncIterator[GatewayFactory]:
+    """Start gateways on the shared Janus; check for leftovers when the test ends."""
+    servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def start(**overrides: Any) -> RunningGateway:
+        port = free_port()
+        overrides.setdefault("janus", [janus_settings(janus)])
+        settings = load_settings(host="127.0.0.1", port=port, **overrides)
+        app = create_app(settings)
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                               log_level="warning", lifespan="on"))
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("gateway did not start")
+            await asyncio.sleep(0.01)
+        servers.append((server, task))
+        return RunningGateway(url=f"http://127.0.0.1:{port}", settings=settings, app=app)
+
+    yield start
+    try:
+        for server, _task in servers:
+            await server.config.app.state.ingest.settled()
+        if servers:
+            await leaks.assert_only_control_handles(len(servers))
+    finally:
+        for server, task in servers:
+            server.should_exit = True
+            await task
+    if servers:
+        await leaks.assert_nothing()
+
+
+@pytest.fixture
+async def gateway(start_gateway: GatewayFactory) -> RunningGateway:
+    return await start_gateway()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=15) as client:
+        yield client
+
+
+def read_fixture(*parts: str) -> str:
+    return (FIXTURES.joinpath(*parts)).read_text()

@@ -1,0 +1,119 @@
+"""Publisher shapes the integration tests and benchmarks drive: aiortc, and
+aiortc dressed as OBS (RFC 9725 clients as wish-facts.md describes them)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from gateway import sdp
+from gateway.clients.media import TestPatternTrack, ToneTrack
+from gateway.clients.whip import WhipSession, prefer_codec
+from gateway.janus.admin import JanusAdmin
+
+
+def obs_shaped(offer_text: str) -> str:
+    """Reshape an aiortc offer the way OBS (libdatachannel) sends one.
+
+    ICE credentials and fingerprint at session level, no candidates, no
+    end-of-candidates, Opus on PT 111 and exactly one video codec on PT 96.
+    aiortc adopts the payload types the answer names, so it still sends.
+    """
+    desc = sdp.parse(offer_text)
+    first = desc.media[0]
+    session_attrs = [
+        sdp.Line("a", f"ice-ufrag:{first.attribute('ice-ufrag')}"),
+        sdp.Line("a", f"ice-pwd:{first.attribute('ice-pwd')}"),
+        sdp.Line("a", f"fingerprint:{first.attribute('fingerprint')}"),
+    ]
+    desc.session.extend(session_attrs)
+    for media in desc.media:
+        media.remove_attributes("ice-ufrag", "ice-pwd", "fingerprint", "candidate",
+                                "end-of-candidates", "ice-options")
+        media.port = 9
+        media.lines = [sdp.Line("c", "IN IP4 0.0.0.0") if ln.type == "c" else ln
+                       for ln in media.lines]
+        codec = next(c for c in media.codecs() if c.key not in ("rtx",))
+        new_pt = 111 if media.kind == "audio" else 96
+        keep: list[sdp.Line] = []
+        for ln in media.lines:
+            attr = ln.attribute
+            if attr and attr[0] in ("rtpmap", "fmtp", "rtcp-fb"):
+                pt, _, rest = (attr[1] or "").partition(" ")
+                if pt != str(codec.pt):
+                    continue
+                ln = sdp.Line("a", f"{attr[0]}:{new_pt} {rest}")
+            keep.append(ln)
+        media.lines = keep
+        media.formats = [str(new_pt)]
+    return str(desc)
+
+
+async def aiortc_publisher(
+    *, video_codec: str | None = "video/VP8", audio: bool = True, video: bool = True
+) -> RTCPeerConnection:
+    pc = RTCPeerConnection()
+    if audio:
+        pc.addTransceiver(ToneTrack(), direction="sendonly")
+    if video:
+        pc.addTransceiver(TestPatternTrack(), direction="sendonly")
+    if video and video_codec:
+        prefer_codec(pc, "video", video_codec)
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc
+
+
+async def answer(pc: RTCPeerConnection, session: WhipSession) -> None:
+    await pc.setRemoteDescription(RTCSessionDescription(session.answer or "", "answer"))
+
+
+async def wait_connected(pc: RTCPeerConnection, timeout: float = 10.0) -> None:
+    done = asyncio.Event()
+
+    @pc.on("connectionstatechange")
+    def _changed() -> None:
+        if pc.connectionState in ("connected", "failed", "closed"):
+            done.set()
+
+    if pc.connectionState != "connected":
+        await asyncio.wait_for(done.wait(), timeout)
+    assert pc.connectionState == "connected", pc.connectionState
+
+
+async def janus_publishers(admin: JanusAdmin) -> list[dict[str, Any]]:
+    """What Janus itself reports for each VideoRoom publisher handle:
+    per media kind its codec and the RTP packets it received."""
+    found = []
+    for session_id, handles in (await admin.all_handles()).items():
+        for handle_id in handles:
+            info = await admin.handle_info(session_id, handle_id)
+            plugin = info.get("plugin_specific") or {}
+            if plugin.get("type") != "publisher":
+                continue
+            media = (info.get("webrtc") or {}).get("media") or {}
+            found.append({
+                "room": plugin.get("room"),
+                "codecs": {s["type"]: s.get("codec") for s in plugin.get("streams", [])},
+                "packets": {m["type"]: int(m["stats"]["in"]["packets"]) for m in media.values()},
+            })
+    return found
+
+
+async def wait_for_janus_packets(admin: JanusAdmin, kinds: set[str], minimum: int = 20,
+                                 timeout: float = 10.0) -> dict[str, Any]:
+    """Poll Janus's own counters until every kind in ``kinds`` passed ``minimum``.
+
+    Janus sends no event per packet, so its counters are read until they
+    move; the loop is bounded by ``timeout``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: list[dict[str, Any]] = []
+    while loop.time() < deadline:
+        last = await janus_publishers(admin)
+        if len(last) == 1 and all(last[0]["packets"].get(k, 0) >= minimum for k in kinds):
+            return last[0]
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"Janus did not receive {kinds} media: {last}")
