@@ -71,9 +71,9 @@ async def session_resource(request: Request) -> Response:
         return Response(status_code=200, headers={
             "Accept-Patch": SDPFRAG, "Allow": "OPTIONS, PATCH, DELETE, GET, HEAD"})
     stream = _stream(request)
+    _authorize(request, stream)
     ingest = _ingest(request)
     session = ingest.session(stream, request.path_params["session"])
-    _authorize(request, stream)
     if request.method in ("GET", "HEAD"):
         return Response(status_code=204)
     if request.method == "DELETE":
