@@ -75,6 +75,7 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Janus call is noise
     if not settings.stream_keys:
         logging.getLogger("gateway").warning(
             "no stream keys configured: anyone who can reach the gateway may publish"
