@@ -13,10 +13,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from . import whip
+from . import whep, whip
 from .auth import StreamKeys
 from .config import Settings
+from .egress import Egress, EgressPolicy
 from .errors import GatewayError
+from .events import EventHub
 from .ingest import Ingest, IngestPolicy
 from .nodes import Backend, build_backend
 from .problems import gateway_error_handler, http_error_handler, unexpected_error_handler
@@ -25,8 +27,10 @@ from .problems import gateway_error_handler, http_error_handler, unexpected_erro
 async def list_streams(request: Request) -> JSONResponse:
     """What is published right now, for people and scripts (``curl /api/streams``)."""
     ingest: Ingest = request.app.state.ingest
+    egress: Egress = request.app.state.egress
     streams = {
-        name: {"live": s.state.value == "live", "publisher": s.describe()}
+        name: {"live": s.state.value == "live", "viewers": egress.viewer_count(name),
+               "publisher": s.describe()}
         for name, s in ingest.registry.streams().items()
     }
     return JSONResponse({"streams": streams})
@@ -56,18 +60,30 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         ),
     )
 
+    egress = Egress(
+        backend.pool, ingest, StreamKeys(settings.viewer_keys), EventHub(),
+        EgressPolicy(
+            viewer_connect_timeout=settings.viewer_connect_timeout,
+            mountpoint_grace=settings.mountpoint_grace,
+            mountpoint_threads=settings.mountpoint_threads,
+        ),
+    )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await backend.start()
         try:
             yield
         finally:
+            await egress.close()
             await ingest.close()
+            await egress.settled()
             await backend.close()
 
     app = Starlette(
         routes=[
             *whip.routes,
+            *whep.routes,
             Route("/api/streams", list_streams),
             Route("/healthz", health),
         ],
@@ -91,4 +107,5 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     app.state.settings = settings
     app.state.backend = backend
     app.state.ingest = ingest
+    app.state.egress = egress
     return app

@@ -90,6 +90,258 @@ def serve(args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
+# -- publish / play: a WHIP publisher and a WHEP player, for trying a gateway out --
+
+
+class _Progress:
+    """One status line a second: rewritten in place on a terminal, one line each otherwise."""
+
+    def __init__(self, in_place: bool) -> None:
+        self.in_place = in_place and sys.stdout.isatty()
+        self.width = 0
+
+    def show(self, text: str) -> None:
+        if self.in_place:
+            sys.stdout.write("\r" + text + " " * max(0, self.width - len(text)))
+            self.width = len(text)
+        else:
+            sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    def done(self) -> None:
+        if self.in_place and self.width:
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+            self.width = 0
+
+
+def _client_failure(exc: BaseException) -> int:
+    """The one-line message for what went wrong talking to the server; exit status 1."""
+    import httpx
+
+    from .clients.whip import WhipClientError
+
+    if isinstance(exc, WhipClientError):
+        request = exc.response.request
+        message = f"{request.method} {request.url}: {exc.summary}"
+    elif isinstance(exc, httpx.HTTPError):
+        try:
+            where = f"{exc.request.method} {exc.request.url}: "
+        except RuntimeError:  # an error raised before any request was made
+            where = ""
+        message = f"{where}{type(exc).__name__}: {exc or 'no detail'}"
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+    print(f"whip-gateway: {message}", file=sys.stderr)
+    return 1
+
+
+def _stop_on_signals() -> "asyncio.Event":
+    """Ctrl-C and SIGTERM set the event, so the session is always DELETEd."""
+    import asyncio
+    import signal
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or no signals
+            pass
+    return stop
+
+
+async def _tick(stop: "asyncio.Event", started: float, duration: float | None) -> bool:
+    """Wait up to a second (less if the duration ends sooner); False when it is time to stop."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    wait = 1.0
+    if duration is not None:
+        wait = min(wait, started + duration - loop.time())
+    if wait > 0 and not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), wait)
+        except asyncio.TimeoutError:
+            pass
+    return not stop.is_set() and (duration is None or loop.time() < started + duration)
+
+
+async def _end_session(session: Any, pc: Any, status: int) -> int:
+    """DELETE the resource and close; a failed DELETE makes the exit status 1."""
+    import httpx
+
+    from .clients.whip import WhipClientError
+
+    try:
+        if session.location:
+            response = await session.delete()
+            if response.status_code not in (200, 204):
+                status = _client_failure(WhipClientError(response))
+    except httpx.HTTPError as exc:
+        status = _client_failure(exc)
+    finally:
+        await pc.close()
+        await session.aclose()
+    return status
+
+
+_CODECS = {"vp8": "video/VP8", "h264": "video/H264"}
+
+
+async def _publish(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import httpx
+
+    from .clients.media import TestPatternTrack, ToneTrack
+    from .clients.whip import CountingTrack, WhipClientError, publish, publish_file
+
+    stop = _stop_on_signals()
+    codec = _CODECS.get(args.codec) if args.codec else None
+    tracks: list[CountingTrack] = []
+    try:
+        if args.file:
+            pc, session, tracks = await publish_file(args.url, args.file, token=args.token,
+                                                     video_codec=codec)
+        else:
+            tracks = [CountingTrack(ToneTrack()), CountingTrack(TestPatternTrack())]
+            pc, session = await publish(args.url, list(tracks), token=args.token, video_codec=codec)
+    except (WhipClientError, httpx.HTTPError) as exc:
+        for track in tracks:
+            track.stop()
+        return _client_failure(exc)
+    except (OSError, ValueError) as exc:  # the file: missing, unreadable, no media
+        print(f"whip-gateway: {args.file}: {exc}", file=sys.stderr)
+        return 1
+    print(f"publishing to {session.location}", flush=True)
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    progress = _Progress(in_place=True)
+    last: dict[str, tuple[int, float]] = {}
+    status = 0
+    try:
+        while await _tick(stop, started, args.duration):
+            if pc.connectionState in ("failed", "closed"):
+                progress.done()
+                print(f"whip-gateway: the connection {pc.connectionState}", file=sys.stderr)
+                status = 1
+                break
+            now = loop.time()
+            parts = [f"{now - started:6.1f}s", f"{pc.connectionState:<10}"]
+            sent = {s.kind: s for s in (await pc.getStats()).values() if s.type == "outbound-rtp"}
+            for track in tracks:
+                stats = sent.get(track.kind)
+                total = stats.bytesSent if stats else 0
+                before, then = last.get(track.kind, (0, started))
+                kbps = (total - before) * 8 / 1000 / max(now - then, 1e-3)
+                last[track.kind] = (total, now)
+                parts.append(f"{track.kind} {track.frames} frames {kbps:6.0f} kbit/s")
+            progress.show(" | ".join(parts))
+    finally:
+        progress.done()
+        for track in tracks:
+            track.stop()
+        status = await _end_session(session, pc, status)
+    frames = ", ".join(f"{t.kind} {t.frames} frames" for t in tracks)
+    print(f"stopped after {loop.time() - started:.1f}s: {frames} sent", flush=True)
+    return status
+
+
+def publish_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    return asyncio.run(_publish(args))
+
+
+async def _play(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import httpx
+
+    from .clients.whep import play
+    from .clients.whip import WhipClientError
+
+    stop = _stop_on_signals()
+    try:
+        pc, session, counter = await play(
+            args.url, token=args.token, mode="counter-offer" if args.counter_offer else "offer",
+            video_codec=_CODECS.get(args.codec) if args.codec else None, record=args.record)
+    except (WhipClientError, httpx.HTTPError) as exc:
+        return _client_failure(exc)
+    except (OSError, ValueError) as exc:  # the recording file
+        print(f"whip-gateway: {exc}", file=sys.stderr)
+        return 1
+    print(f"playing {session.location}", flush=True)
+
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    progress = _Progress(in_place=not args.stats)
+    status = 0
+    try:
+        while await _tick(stop, started, args.duration):
+            if pc.connectionState in ("failed", "closed"):
+                progress.done()
+                print(f"whip-gateway: the connection {pc.connectionState}", file=sys.stderr)
+                status = 1
+                break
+            sample = await counter.sample(pc)
+            size = f"{counter.width}x{counter.height}" if counter.width else "-"
+            first = (f"first frame {counter.first_frame_at - counter.created_at:.2f}s"
+                     if counter.first_frame_at else "no frame yet")
+            progress.show(" | ".join([
+                f"{loop.time() - started:6.1f}s", f"{pc.connectionState:<10}",
+                f"video {counter.video_frames} frames {size} {sample.fps:4.1f} fps",
+                f"audio {counter.audio_frames} frames", f"{sample.bitrate / 1000:6.0f} kbit/s", first,
+            ]))
+            if args.stats:
+                for kind, stats in sorted(sample.inbound.items()):
+                    print(f"  inbound-rtp {kind}: ssrc={stats['ssrc']} packets={stats['packetsReceived']}"
+                          f" lost={stats['packetsLost']} jitter={stats['jitter']}", flush=True)
+    finally:
+        progress.done()
+        await counter.stop()  # finishes the recording
+        status = await _end_session(session, pc, status)
+    print(f"stopped after {loop.time() - started:.1f}s: video {counter.video_frames} frames"
+          f" ({counter.width}x{counter.height}), audio {counter.audio_frames} frames, "
+          f"{counter.bytes} bytes received" + (f", recorded to {args.record}" if args.record else ""),
+          flush=True)
+    if status == 0 and not (counter.video_frames or counter.audio_frames):
+        print("whip-gateway: no media was received", file=sys.stderr)
+        status = 1
+    return status
+
+
+def play_command(args: argparse.Namespace) -> int:
+    import asyncio
+
+    return asyncio.run(_play(args))
+
+
+def _add_client_commands(commands: Any) -> None:
+    p = commands.add_parser("publish", help="publish a file or a test pattern over WHIP")
+    p.add_argument("url", help="WHIP endpoint, e.g. http://127.0.0.1:8080/whip/cam")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--file", help="media file to publish, looped (anything FFmpeg reads)")
+    source.add_argument("--test-pattern", action="store_true", help="moving bars and a 440 Hz tone")
+    p.add_argument("--token", help="bearer token (the stream key)")
+    p.add_argument("--codec", choices=sorted(_CODECS), help="offer only this video codec")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: Ctrl-C)")
+    p.set_defaults(run=publish_command)
+
+    w = commands.add_parser("play", help="play a stream over WHEP and report what arrives")
+    w.add_argument("url", help="WHEP endpoint, e.g. http://127.0.0.1:8080/whep/cam")
+    w.add_argument("--token", help="bearer token")
+    w.add_argument("--record", metavar="FILE", help="also write what arrives to FILE (.mp4, .webm, ...)")
+    w.add_argument("--stats", action="store_true", help="print inbound-rtp statistics every second")
+    w.add_argument("--duration", type=float, metavar="S", help="stop after S seconds (default: Ctrl-C)")
+    w.add_argument("--counter-offer", action="store_true",
+                   help="ask the server to offer (POST no SDP, PATCH the answer)")
+    w.add_argument("--codec", choices=sorted(_CODECS), help="accept only this video codec")
+    w.set_defaults(run=play_command)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="whip-gateway", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="STUN/TURN server announced in Link headers; repeatable")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     s.set_defaults(run=serve)
+
+    _add_client_commands(commands)
     return parser
 
 

@@ -94,6 +94,18 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Stream name -> publish key; "*" applies to every stream. Empty: open publishing',
     )
+    viewer_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description='Stream name -> viewer token; "*" applies to every stream. Empty: open viewing',
+    )
+    whep_counter_offer: bool = Field(
+        False, description="answer every WHEP POST with a 406 counter-offer (draft-03)"
+    )
+    viewer_connect_timeout: float = Field(15.0, gt=0)
+    mountpoint_grace: float = Field(
+        3.0, ge=0, description="seconds a mountpoint outlives its last viewer"
+    )
+    mountpoint_threads: int = Field(0, ge=0, le=64, description="Streaming helper threads")
     ice_servers: list[IceServer] = Field(default_factory=list)
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
     video_codecs: str = "h264,vp8,vp9,av1,h265"
@@ -117,7 +129,7 @@ class Settings(BaseSettings):
             return value.rstrip("/")
         return value
 
-    @field_validator("stream_keys")
+    @field_validator("stream_keys", "viewer_keys")
     @classmethod
     def _keys(cls, value: dict[str, str]) -> dict[str, str]:
         for stream, key in value.items():

@@ -76,6 +76,13 @@ class StreamBusy(GatewayError):
     title = "Stream already has a live publisher"
 
 
+class StreamNotLive(GatewayError):
+    """WHEP draft-03, Session Management: no live publisher to watch yet."""
+
+    status = 409
+    title = "Stream is not live"
+
+
 class PreconditionFailed(GatewayError):
     """RFC 9725 section 4.3.1: If-Match does not name the current ICE session."""
 

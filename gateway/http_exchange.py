@@ -6,20 +6,30 @@ of Content-Type, body limits, If-Match and Location, not two.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 from starlette.requests import Request
 
-from .config import IceServer
+from .config import STREAM_NAME_PATTERN, IceServer
 from .errors import (
     BodyTooLarge,
     MalformedBody,
     PreconditionFailed,
     PreconditionRequired,
+    ResourceNotFound,
     UnsupportedContentType,
 )
 
 MAX_BODY_BYTES = 64 * 1024
+_STREAM = re.compile(STREAM_NAME_PATTERN)
+
+
+def valid_stream(name: str) -> str:
+    """A stream name from the URL; anything else names no endpoint (404)."""
+    if not _STREAM.match(name):
+        raise ResourceNotFound("stream names are 1-128 characters of A-Z a-z 0-9 _ . ~ -")
+    return name
 
 
 def media_type(request: Request) -> str:

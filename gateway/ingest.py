@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 from . import sdp
 from .auth import StreamKeys
 from .errors import (
-    GatewayError,
     MalformedSdp,
     MediaServerRejected,
     MediaServerUnavailable,
@@ -23,11 +23,19 @@ from .errors import (
     StreamBusy,
     UnsupportedMedia,
 )
-from .janus.client import JanusError, JanusPluginError, JanusUnreachable
+from .failures import backend_error
+from .janus.client import JanusError, JanusUnreachable
 from .janus.node import JanusNode
-from .janus.videoroom import PublisherSignal, RoomOptions, RoomPublisher, Signal
+from .janus.peer import PeerSignal, Signal
+from .janus.videoroom import RoomOptions, RoomPublisher
 from .placement import NodePool
-from .streams import PublisherSession, PublisherState, StreamRegistry, new_etag
+from .streams import (
+    PublisherChange,
+    PublisherSession,
+    PublisherState,
+    StreamRegistry,
+    new_etag,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +72,20 @@ class Ingest:
         self.policy = policy
         self.registry = StreamRegistry()
         self._ending: set[asyncio.Task[None]] = set()
+        self._listeners: list[Callable[[PublisherSession, PublisherChange], None]] = []
         for node in pool.nodes:
             node.on_down(self._node_down)
+
+    def on_change(self, listener: Callable[[PublisherSession, PublisherChange], None]) -> None:
+        """Hear about publishers joining, going live, stalling and ending."""
+        self._listeners.append(listener)
+
+    def _tell(self, session: PublisherSession, change: PublisherChange) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(session, change)
+            except Exception:
+                log.exception("publisher listener failed on %s", change.value)
 
     # -- requests ---------------------------------------------------------
 
@@ -101,12 +121,13 @@ class Ingest:
             self.registry.remove(session)
             session.set_state(PublisherState.ENDED)
             if isinstance(exc, Exception):
-                raise _backend_error(exc, node) from exc
+                raise backend_error(exc, node) from exc
             raise
         if session.state is PublisherState.ENDED:  # the node died while we waited
             await session.backend.close()
             raise MediaServerUnavailable(f"node {node.name} went down during set-up")
         self._arm(session, self.policy.connect_timeout, "no media within the connect timeout")
+        self._tell(session, PublisherChange.PUBLISHED)
         log.info("stream %s: publisher %s on %s (%s)", stream, session.id[:8], node.name,
                  ", ".join(f"{s.kind} {s.codec}" for s in session.backend.streams))
         return session
@@ -124,7 +145,7 @@ class Ingest:
         try:
             await backend.trickle(_bundle_mid(session), candidates, fragment.end_of_candidates)
         except (JanusError, JanusUnreachable) as exc:
-            raise _backend_error(exc, backend.node) from exc
+            raise backend_error(exc, backend.node) from exc
         return PatchResult()
 
     async def end(self, session: PublisherSession) -> None:
@@ -199,7 +220,7 @@ class Ingest:
             answer = sdp.parse(answer_text)
         except (JanusError, JanusUnreachable, sdp.SdpError) as exc:
             log.warning("stream %s: ICE restart failed: %s", session.stream, exc)
-            raise _backend_error(exc, backend.node) from exc
+            raise backend_error(exc, backend.node) from exc
         ufrag, pwd = answer.ice_credentials()
         if not ufrag or not pwd:
             raise MediaServerRejected("the media server's answer has no ICE credentials")
@@ -212,7 +233,7 @@ class Ingest:
         )
         return PatchResult(fragment=fragment, etag=session.etag)
 
-    def _on_signal(self, session: PublisherSession, signal: PublisherSignal) -> None:
+    def _on_signal(self, session: PublisherSession, signal: PeerSignal) -> None:
         if session.state is PublisherState.ENDED:
             return
         if signal.kind is Signal.GONE:
@@ -220,14 +241,16 @@ class Ingest:
         elif signal.kind is Signal.MEDIA and signal.mid is not None:
             session.receiving[signal.mid] = bool(signal.receiving)
             if any(session.receiving.values()):
+                self._disarm(session)
                 if session.state is not PublisherState.LIVE:
                     log.info("stream %s: live", session.stream)
-                session.set_state(PublisherState.LIVE)
-                self._disarm(session)
+                    session.set_state(PublisherState.LIVE)
+                    self._tell(session, PublisherChange.LIVE)
             elif session.state is PublisherState.LIVE:
                 log.info("stream %s: media stopped", session.stream)
                 session.set_state(PublisherState.STALLED)
                 self._arm(session, self.policy.media_timeout, "media stopped")
+                self._tell(session, PublisherChange.STALLED)
 
     def _arm(self, session: PublisherSession, delay: float, reason: str) -> None:
         self._disarm(session)
@@ -262,6 +285,7 @@ class Ingest:
         self.registry.remove(session)
         log.info("stream %s: publisher %s ended: %s", session.stream, session.id[:8], reason)
         if session.backend is not None:
+            self._tell(session, PublisherChange.ENDED)
             await session.backend.close()
 
     def _node_down(self, node: JanusNode) -> None:
@@ -288,23 +312,3 @@ def _backend(session: PublisherSession) -> RoomPublisher:
 def _bundle_mid(session: PublisherSession) -> str:
     """Janus reads trickled candidates for the first m-line only."""
     return session.offer.media[0].mid or "0"
-
-
-def _backend_error(exc: Exception, node: JanusNode) -> GatewayError:
-    """One place that maps a Janus failure to what the client sees."""
-    if isinstance(exc, GatewayError):
-        return exc
-    if isinstance(exc, JanusUnreachable):
-        log.warning("janus node %s unreachable: %s", node.name, exc)
-        return MediaServerUnavailable(f"media server {node.name} did not answer")
-    if isinstance(exc, JanusPluginError):
-        log.warning("janus %s on %s: %s (code %s)", exc.plugin, node.name, exc.reason, exc.code)
-        return UnsupportedMedia(f"the media server refused the offer: {exc.reason}")
-    if isinstance(exc, JanusError):
-        log.warning("janus error on %s: %s (code %s)", node.name, exc.reason, exc.code)
-        if exc.code == JanusError.INVALID_SDP:
-            return MalformedSdp(f"the media server could not use the offer: {exc.reason}")
-        return MediaServerRejected(f"the media server failed: {exc.reason} ({exc.code})")
-    if isinstance(exc, sdp.SdpError):
-        return MediaServerRejected(f"the media server sent an unreadable SDP: {exc}")
-    raise exc

@@ -35,11 +35,18 @@ class NodePool:
     def healthy(self) -> list[JanusNode]:
         return [n for n in self.nodes if n.healthy]
 
-    def for_publisher(self) -> JanusNode:
+    def _least_loaded(self) -> JanusNode:
         candidates = self.healthy()
         if not candidates:
             raise MediaServerUnavailable("no Janus node is up", retry_after=2)
         return min(candidates, key=lambda n: n.load)
+
+    def for_publisher(self) -> JanusNode:
+        return self._least_loaded()
+
+    def for_viewer(self) -> JanusNode:
+        """Every node serves viewers today; dedicated egress nodes will narrow this."""
+        return self._least_loaded()
 
     async def wait_healthy(self, timeout: float) -> bool:
         deadline = asyncio.get_running_loop().time() + timeout

@@ -17,6 +17,10 @@ MAX_SDP_BYTES = 64 * 1024
 MAX_MEDIA_SECTIONS = 16
 _LINE = re.compile(r"^([a-z])=(.*)$")
 _TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
+# ASCII digits only, and few of them: str.isdigit() also takes "²" or "٣",
+# which int() then refuses or reads, and int() refuses over 4300 digits.
+_PORT = re.compile(r"^[0-9]{1,5}$")
+_PAYLOAD_TYPE = re.compile(r"^[0-9]{1,3}$")
 
 
 class SdpError(ValueError):
@@ -77,10 +81,12 @@ class MediaSection:
     proto: str
     formats: list[str]
     lines: list[Line] = field(default_factory=list)  # everything after m=
+    port_count: int | None = None  # "<port>/<number of ports>" (RFC 8866 section 5.14)
 
     @property
     def m_line(self) -> Line:
-        return Line("m", f"{self.kind} {self.port} {self.proto} {' '.join(self.formats)}")
+        port = self.port if self.port_count is None else f"{self.port}/{self.port_count}"
+        return Line("m", f"{self.kind} {port} {self.proto} {' '.join(self.formats)}")
 
     def attributes(self, name: str) -> list[str | None]:
         return list(_attributes(self.lines, name))
@@ -132,7 +138,7 @@ class MediaSection:
             fmtp[pt] = rest
         codecs = []
         for fmt in self.formats:
-            if not fmt.isdigit() or fmt not in rtpmap:
+            if not _PAYLOAD_TYPE.match(fmt) or fmt not in rtpmap:
                 continue
             parts = rtpmap[fmt].split("/")
             try:
@@ -248,13 +254,16 @@ def _parse_m_line(value: str) -> MediaSection:
     parts = value.split()
     if len(parts) < 4:
         raise SdpError(f"m-line needs <media> <port> <proto> <fmt ...>: {value[:60]!r}")
-    kind, port_text, proto, *formats = parts
-    port_text = port_text.split("/")[0]
-    if not port_text.isdigit() or int(port_text) > 65535:
+    kind, port_field, proto, *formats = parts
+    port_text, slash, count_text = port_field.partition("/")
+    if not _PORT.match(port_text) or int(port_text) > 65535:
         raise SdpError(f"m-line port is not a port number: {port_text[:20]!r}")
+    if slash and (not _PORT.match(count_text) or int(count_text) == 0):
+        raise SdpError(f"m-line number of ports is not a number: {count_text[:20]!r}")
     if not _TOKEN.match(kind) or not _TOKEN.match(proto.replace("/", "")):
         raise SdpError(f"m-line has an invalid media or proto token: {value[:60]!r}")
-    return MediaSection(kind=kind, port=int(port_text), proto=proto, formats=formats)
+    return MediaSection(kind=kind, port=int(port_text), proto=proto, formats=formats,
+                        port_count=int(count_text) if slash else None)
 
 
 def parse(text: str) -> SessionDescription:
@@ -262,10 +271,17 @@ def parse(text: str) -> SessionDescription:
     lines = _split_lines(text, limit=MAX_SDP_BYTES)
     if not lines or str(lines[0]) != "v=0":
         raise SdpError("an SDP must start with v=0")
-    present = {ln.type for ln in lines}
+    # RFC 8866 section 9: o=, s= and t= belong to the session part, before any m=.
+    session_types: set[str] = set()
+    for ln in lines:
+        if ln.type == "m":
+            break
+        session_types.add(ln.type)
     for required in ("o", "s", "t"):
-        if required not in present:
+        if required not in session_types:
             raise SdpError(f"the mandatory {required}= line is missing")
+    if any(ln.type == "v" for ln in lines[1:]):
+        raise SdpError("v= appears twice")
     session: list[Line] = []
     media: list[MediaSection] = []
     for ln in lines:
@@ -276,8 +292,6 @@ def parse(text: str) -> SessionDescription:
         elif media:
             media[-1].lines.append(ln)
         else:
-            if ln.type == "v" and session:
-                raise SdpError("v= appears twice")
             session.append(ln)
     return SessionDescription(session=session, media=media)
 
@@ -303,11 +317,23 @@ class SdpFragment:
         """
         keep = []
         for _mid, cand in self.candidates:
-            parts = cand.split()
-            named = parts[parts.index("ufrag") + 1] if "ufrag" in parts[:-1] else None
+            named = _candidate_extension(cand, "ufrag")
             if named is None or ufrag is None or named == ufrag:
                 keep.append(cand)
         return keep
+
+
+def _candidate_extension(candidate: str, name: str) -> str | None:
+    """The value of one ``name value`` pair after the 8 fixed fields (RFC 8839 section 5.1).
+
+    Only the pairs are searched: a foundation or an address that happens to
+    read "ufrag" is not the ufrag extension.
+    """
+    parts = candidate.split()
+    for i in range(8, len(parts) - 1, 2):
+        if parts[i] == name:
+            return parts[i + 1]
+    return None
 
 
 MAX_SDPFRAG_BYTES = 16 * 1024

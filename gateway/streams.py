@@ -26,6 +26,15 @@ class PublisherState(Enum):
     ENDED = "ended"
 
 
+class PublisherChange(Enum):
+    """What the egress side needs to hear about a stream's publisher."""
+
+    PUBLISHED = "published"  # joined Janus: forwarders can be made
+    LIVE = "live"  # media arriving
+    STALLED = "stalled"  # media stopped, session still there
+    ENDED = "ended"  # gone, with its room and forwarders
+
+
 def new_resource_id() -> str:
     """192 random bits, URL-safe (RFC 9725 section 5 asks for at least 128)."""
     return secrets.token_urlsafe(24)

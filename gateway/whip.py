@@ -7,21 +7,17 @@ session resource that POST creates.  Everything about Janus happens behind
 
 from __future__ import annotations
 
-import re
-
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from .auth import token_from
-from .config import STREAM_NAME_PATTERN, Settings
-from .errors import ResourceNotFound
-from .http_exchange import absolute_url, check_if_match, ice_server_links, read_text
+from .config import Settings
+from .http_exchange import absolute_url, check_if_match, ice_server_links, read_text, valid_stream
 from .ingest import Ingest
 
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
-_STREAM = re.compile(STREAM_NAME_PATTERN)
 
 
 def _ingest(request: Request) -> Ingest:
@@ -33,10 +29,7 @@ def _settings(request: Request) -> Settings:
 
 
 def _stream(request: Request) -> str:
-    name = request.path_params["stream"]
-    if not _STREAM.match(name):
-        raise ResourceNotFound("stream names are 1-128 characters of A-Z a-z 0-9 _ . ~ -")
-    return str(name)
+    return valid_stream(request.path_params["stream"])
 
 
 def _authorize(request: Request, stream: str) -> None:

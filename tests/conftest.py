@@ -106,6 +106,9 @@ class RunningGateway:
     def whip(self, stream: str) -> str:
         return f"{self.url}/whip/{stream}"
 
+    def whep(self, stream: str) -> str:
+        return f"{self.url}/whep/{stream}"
+
 
 GatewayFactory = Callable[..., Awaitable[RunningGateway]]
 
@@ -141,7 +144,9 @@ async def start_gateway(janus: ManagedJanus, leaks: Leaks) -> AsyncIterator[Gate
     yield start
     try:
         for server, _task in servers:
+            await server.config.app.state.egress.settled()
             await server.config.app.state.ingest.settled()
+            await server.config.app.state.egress.settled()
         if servers:
             await leaks.assert_only_control_handles(len(servers))
     finally:

@@ -16,6 +16,26 @@ class WhipClientError(Exception):
                          f"{response.status_code} {response.text[:300]}")
         self.response = response
 
+    @property
+    def summary(self) -> str:
+        """One line for people: ``409 Conflict: <problem detail> (retry after 5 s)``."""
+        r = self.response
+        line = f"{r.status_code} {r.reason_phrase}".strip()
+        detail = ""
+        if r.headers.get("content-type", "").startswith(("application/problem+json", "application/json")):
+            try:
+                body = r.json()
+                detail = str(body.get("detail") or body.get("title") or "")
+            except (ValueError, AttributeError):
+                pass
+        if not detail:
+            detail = r.text.strip()[:200]
+        if detail:
+            line += ": " + " ".join(detail.split())
+        if r.headers.get("retry-after"):
+            line += f" (retry after {r.headers['retry-after']} s)"
+        return line
+
 
 def prefer_codec(pc: RTCPeerConnection, kind: str, mime: str) -> None:
     """Offer only ``mime`` (e.g. ``video/H264``) on the transceivers of ``kind``."""
@@ -84,3 +104,49 @@ async def publish(
         raise WhipClientError(response)
     await pc.setRemoteDescription(RTCSessionDescription(session.answer or "", "answer"))
     return pc, session
+
+
+class CountingTrack(MediaStreamTrack):
+    """Passes another track's frames through and counts them (frames sent)."""
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+        self.frames = 0
+
+    async def recv(self):  # type: ignore[no-untyped-def]
+        frame = await self.source.recv()
+        self.frames += 1
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self.source.stop()
+
+
+async def publish_file(
+    url: str,
+    path: str,
+    *,
+    token: str | None = None,
+    video_codec: str | None = None,
+    loop: bool = True,
+) -> tuple[RTCPeerConnection, WhipSession, list[CountingTrack]]:
+    """Publish a media file (decoded by aiortc's MediaPlayer, looped by default).
+
+    Returns the publishing tracks, each counting the frames it sent.
+    """
+    from aiortc.contrib.media import MediaPlayer
+
+    player = MediaPlayer(path, loop=loop)
+    tracks = [CountingTrack(t) for t in (player.audio, player.video) if t is not None]
+    if not tracks:
+        raise ValueError(f"{path}: no audio or video stream")
+    try:
+        pc, session = await publish(url, list(tracks), token=token, video_codec=video_codec)
+    except BaseException:
+        for track in tracks:
+            track.stop()
+        raise
+    return pc, session, tracks

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import urlsplit
 from typing import Callable
 
 from .admin import JanusAdmin
@@ -33,6 +34,8 @@ class JanusNode:
     ) -> None:
         self.name = name
         self.client = client
+        # Where other nodes send RTP for this node's mountpoints.
+        self.media_host = urlsplit(client.url).hostname or "127.0.0.1"
         self.admin = admin
         self.plugin_admin_key = plugin_admin_key
         self.version: int = 0

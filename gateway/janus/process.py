@@ -31,12 +31,14 @@ PLUGINS_KEPT = ("libjanus_videoroom.so", "libjanus_streaming.so")
 TRANSPORTS_KEPT = ("libjanus_http.so",)
 
 
-def _disabled(kind: str, kept: tuple[str, ...]) -> str:
+def _disabled(kind: str, kept: tuple[str, ...], root: Path = Path("/")) -> str:
     """Every module of ``kind`` that Janus would load, except the kept ones.
 
-    Janus has no allow-list, only ``disable``; so list what is installed.
+    Janus has no allow-list, only ``disable``; so list what is installed
+    (under ``root``, for a Janus that runs in a chroot).
     """
-    candidates = [JANUS_LIB_DIR / kind, *Path("/usr/lib").glob(f"*/janus/{kind}")]
+    lib = root / JANUS_LIB_DIR.relative_to("/")
+    candidates = [lib / kind, *(root / "usr/lib").glob(f"*/janus/{kind}")]
     names: set[str] = set()
     for folder in candidates:
         if folder.is_dir():
@@ -68,6 +70,9 @@ class JanusProcessConfig:
     session_timeout: int = 60
     debug_level: int = 4
     event_loops: int = 0
+    # Run Janus inside this root (e.g. the Debian sid one of deploy/janus-sid.sh):
+    # ``binary`` is then a path inside it.  The network namespace is shared.
+    chroot: str | None = None
 
     def resolved(self) -> JanusProcessConfig:
         """A copy with free ports chosen for the ones left at 0."""
@@ -105,13 +110,14 @@ def write_configs(folder: Path, cfg: JanusProcessConfig) -> None:
     ]
     if cfg.event_loops:
         general.append(f"event_loops = {cfg.event_loops}")
+    root = Path(cfg.chroot or "/")
     files = {
         "janus.jcfg": _jcfg(
             general=general,
             media=[f'rtp_port_range = "{cfg.rtp_port_range}"'],
             nat=nat,
-            plugins=[f'disable = "{_disabled("plugins", PLUGINS_KEPT)}"'],
-            transports=[f'disable = "{_disabled("transports", TRANSPORTS_KEPT)}"'],
+            plugins=[f'disable = "{_disabled("plugins", PLUGINS_KEPT, root)}"'],
+            transports=[f'disable = "{_disabled("transports", TRANSPORTS_KEPT, root)}"'],
         ),
         "janus.transport.http.jcfg": _jcfg(
             general=["json = \"compact\"", "http = true", f"port = {cfg.http_port}",
@@ -149,13 +155,23 @@ class ManagedJanus:
     """One supervised Janus process with private configs."""
 
     def __init__(self, cfg: JanusProcessConfig, workdir: Path | None = None) -> None:
-        if not shutil.which(cfg.binary):
+        if cfg.chroot:
+            binary = Path(cfg.chroot) / cfg.binary.lstrip("/")
+            if not (binary.is_file() and os.access(binary, os.X_OK)):
+                raise FileNotFoundError(
+                    f"Janus binary {str(binary)!r} not found; run deploy/janus-sid.sh"
+                )
+        elif not shutil.which(cfg.binary):
             raise FileNotFoundError(
                 f"Janus binary {cfg.binary!r} not found; install the 'janus' package"
             )
         self.cfg = cfg.resolved()
         self._own_dir = workdir is None
-        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="whip-gateway-janus-"))
+        # In a chroot, the configs and the log must be inside it.
+        tmp = Path(cfg.chroot) / "tmp" if cfg.chroot else None
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="whip-gateway-janus-", dir=tmp))
+        if cfg.chroot:
+            self._inside(self.workdir)  # raises if the workdir is outside the chroot
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self._stopping = False
@@ -164,12 +180,21 @@ class ManagedJanus:
     def log_path(self) -> Path:
         return self.workdir / "janus.log"
 
+    def _inside(self, path: Path) -> str:
+        """``path`` as Janus sees it: relative to the chroot, if any."""
+        if not self.cfg.chroot:
+            return str(path)
+        return "/" + str(path.resolve().relative_to(Path(self.cfg.chroot).resolve()))
+
     def launch(self) -> None:
         write_configs(self.workdir, self.cfg)
         command = [
-            self.cfg.binary, "-F", str(self.workdir), "-C", str(self.workdir / "janus.jcfg"),
-            "--disable-colors", "-L", str(self.log_path), "-d", str(self.cfg.debug_level),
+            self.cfg.binary, "-F", self._inside(self.workdir),
+            "-C", self._inside(self.workdir / "janus.jcfg"), "--disable-colors",
+            "-L", self._inside(self.log_path), "-d", str(self.cfg.debug_level),
         ]
+        if self.cfg.chroot:  # chroot execs Janus, so proc.pid stays Janus's
+            command = ["chroot", self.cfg.chroot, *command]
         log.info("starting Janus: %s", " ".join(command))
         self.proc = subprocess.Popen(  # noqa: S603 - fixed argv
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

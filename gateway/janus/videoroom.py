@@ -3,39 +3,24 @@
 One room per publisher keeps streams apart (a room's codec list, bitrate and
 forwarders belong to that stream alone) and makes teardown a single
 ``destroy``.  Everything here speaks Janus JSON; the domain sees only
-``RoomPublisher`` methods and ``PublisherSignal`` values.
+``RoomPublisher`` methods and ``PeerSignal`` values (``peer.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, Callable
 
 from .client import JanusError, JanusHandle, JanusPluginError, JanusUnreachable
 from .node import JanusNode
+from .peer import PeerSignal, quietly, signal_adapter
 
 log = logging.getLogger(__name__)
 
 VIDEOROOM = "janus.plugin.videoroom"
 ROOM_EXISTS = 427
-
-
-class Signal(Enum):
-    CONNECTED = "connected"  # ICE + DTLS up (webrtcup)
-    MEDIA = "media"  # receiving changed on one mid
-    GONE = "gone"  # hangup, detached, or the node lost the session
-
-
-@dataclass(frozen=True)
-class PublisherSignal:
-    kind: Signal
-    mid: str | None = None
-    receiving: bool | None = None
-    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -46,11 +31,21 @@ class RoomOptions:
     fir_freq: int = 0
 
 
+@dataclass(frozen=True)
+class ForwardTarget:
+    mid: str  # the publisher's mid
+    port: int
+    rtcp_port: int | None = None
+    port_2: int | None = None
+    port_3: int | None = None
+
+
 @dataclass
 class PublishedStream:
     mid: str
     kind: str
     codec: str | None
+    simulcast: bool = False
 
 
 @dataclass
@@ -71,7 +66,7 @@ class RoomPublisher:
         offer: str,
         display: str,
         options: RoomOptions,
-        on_signal: Callable[[PublisherSignal], None],
+        on_signal: Callable[[PeerSignal], None],
         timeout: float = 6.0,
     ) -> RoomPublisher:
         """Create the room, join as publisher, return with Janus's answer.
@@ -84,7 +79,7 @@ class RoomPublisher:
         handle: JanusHandle | None = None
         try:
             room_id = await _create_room(control, node.plugin_admin_key, options)
-            handle = await session.attach(VIDEOROOM, _signal_adapter(on_signal))
+            handle = await session.attach(VIDEOROOM, signal_adapter(on_signal))
             event = await handle.message(
                 {"request": "joinandconfigure", "ptype": "publisher", "room": room_id,
                  "display": display, "audio": True, "video": True},
@@ -100,9 +95,9 @@ class RoomPublisher:
             node.load += 1
             return publisher
         except BaseException:
-            await _quietly(handle.detach() if handle else None)
+            await quietly(handle.detach() if handle else None)
             if room_id:
-                await _quietly(_destroy_room(control, node.plugin_admin_key, room_id))
+                await quietly(_destroy_room(control, node.plugin_admin_key, room_id))
             raise
 
     async def trickle(self, mid: str, candidates: list[str], completed: bool) -> None:
@@ -125,6 +120,39 @@ class RoomPublisher:
         self.answer = str(event.jsep.get("sdp", ""))
         return self.answer
 
+    async def forward(self, host: str, targets: list[ForwardTarget]) -> list[int]:
+        """``rtp_forward`` our media to a mountpoint; returns the forwarder ids.
+
+        ``rtcp_port`` on video lets the mountpoint's PLIs reach the publisher,
+        which is what gives a new viewer its first keyframe quickly.
+        """
+        streams = []
+        for target in targets:
+            entry: dict[str, Any] = {"mid": target.mid, "port": target.port}
+            if target.rtcp_port:
+                entry["rtcp_port"] = target.rtcp_port
+            if target.port_2:
+                entry["port_2"] = target.port_2
+            if target.port_3:
+                entry["port_3"] = target.port_3
+            streams.append(entry)
+        body: dict[str, Any] = {"request": "rtp_forward", "room": self.room_id,
+                                "publisher_id": self.publisher_id, "host": host, "streams": streams}
+        if self.node.plugin_admin_key:
+            body["admin_key"] = self.node.plugin_admin_key
+        reply = await self.node.control(VIDEOROOM).request(body)
+        return [int(f["stream_id"]) for f in reply.get("forwarders") or []]
+
+    async def stop_forward(self, stream_ids: list[int]) -> None:
+        if self._closed or not self.node.healthy:
+            return  # forwarders die with their publisher
+        for stream_id in stream_ids:
+            body: dict[str, Any] = {"request": "stop_rtp_forward", "room": self.room_id,
+                                    "publisher_id": self.publisher_id, "stream_id": stream_id}
+            if self.node.plugin_admin_key:
+                body["admin_key"] = self.node.plugin_admin_key
+            await quietly(self.node.control(VIDEOROOM).request(body))
+
     async def close(self) -> None:
         """Leave, detach, destroy the room.  Safe to call twice or on a dead node."""
         if self._closed:
@@ -133,7 +161,7 @@ class RoomPublisher:
         self.node.load = max(0, self.node.load - 1)
         if not self.node.healthy:
             return  # the node's session died, and every handle with it
-        await _quietly(self.handle.detach())  # detaching hangs up the PeerConnection
+        await quietly(self.handle.detach())  # detaching hangs up the PeerConnection
         try:
             await _destroy_room(self.node.control(VIDEOROOM), self.node.plugin_admin_key, self.room_id)
         except (JanusError, JanusUnreachable) as exc:
@@ -169,33 +197,8 @@ async def _destroy_room(control: JanusHandle, admin_key: str | None, room_id: in
 
 def _streams(data: dict[str, Any]) -> list[PublishedStream]:
     return [
-        PublishedStream(mid=str(s.get("mid")), kind=str(s.get("type")), codec=s.get("codec"))
+        PublishedStream(mid=str(s.get("mid")), kind=str(s.get("type")), codec=s.get("codec"),
+                        simulcast=bool(s.get("simulcast")))
         for s in data.get("streams") or []
         if not s.get("disabled")
     ]
-
-
-def _signal_adapter(on_signal: Callable[[PublisherSignal], None]) -> Callable[[dict[str, Any]], None]:
-    """Turn Janus core events on the publisher's handle into domain signals."""
-
-    def handle(event: dict[str, Any]) -> None:
-        kind = event.get("janus")
-        if kind == "webrtcup":
-            on_signal(PublisherSignal(Signal.CONNECTED))
-        elif kind == "media":
-            on_signal(PublisherSignal(Signal.MEDIA, mid=str(event.get("mid", event.get("type"))),
-                                      receiving=bool(event.get("receiving"))))
-        elif kind in ("hangup", "detached"):
-            on_signal(PublisherSignal(Signal.GONE, reason=str(event.get("reason", kind))))
-
-    return handle
-
-
-async def _quietly(awaitable: Any) -> None:
-    """Best-effort cleanup: a failure here must not hide the original error."""
-    if awaitable is None:
-        return
-    try:
-        await asyncio.wait_for(awaitable, 5.0)
-    except (JanusError, JanusUnreachable, asyncio.TimeoutError) as exc:
-        log.debug("cleanup step failed: %r", exc)

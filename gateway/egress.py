@@ -1,0 +1,554 @@
+"""WHEP egress: viewers on Streaming mountpoints fed by the publisher's forwarders.
+
+Per stream and node there is one ``StreamEgress``.  It holds mountpoint
+*variants*, one per set of payload types that viewers need (a mountpoint
+rewrites RTP to its configured PTs, and a viewer only decodes the PTs it
+offered); each variant is fed by its own ``rtp_forward`` from the current
+publisher.  The first viewer needing a variant creates it, the last one
+leaving removes it (after a short grace period).  When the publisher
+reconnects, the forwarders are re-made into the same mountpoints, so
+viewers keep playing without a new POST.
+
+How a viewer's offer reaches Janus depends on the node's version:
+``native`` (Janus ≥ 1.1.4 takes the offer on ``watch``) or ``bridged``
+(1.1.2: Janus makes its own offer and ``gateway.sdp_bridge`` writes both
+answers).  Counter-offer mode (draft-03 406) hands Janus's offer to the
+viewer as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from . import sdp, sdp_bridge
+from .auth import StreamKeys
+from .errors import (
+    GatewayError,
+    MalformedSdp,
+    ResourceNotFound,
+    StreamNotLive,
+    UnsupportedMedia,
+    UnsupportedPatch,
+)
+from .events import EventHub
+from .failures import backend_error
+from .ingest import Ingest
+from .janus.client import JanusError, JanusUnreachable
+from .janus.node import JanusNode
+from .janus.peer import PeerSignal, Signal, quietly
+from .janus.streaming import MediaSpec, Mountpoint, StreamingViewer
+from .janus.videoroom import ForwardTarget, RoomPublisher
+from .placement import NodePool
+from .streams import PublisherChange, PublisherSession, PublisherState, new_etag, new_resource_id
+
+log = logging.getLogger(__name__)
+
+NATIVE_OFFER_VERSION = 1104  # Janus 1.1.4: Streaming accepts a viewer's offer on watch
+BASE_PT = {"audio": 111, "video": 96}
+MOUNTPOINT_MID = {"audio": "a", "video": "v"}
+NOT_MEDIA = ("rtx", "red", "ulpfec", "flexfec-03")
+
+VariantKey = tuple[tuple[str, int], ...]
+
+
+class ViewerMode(Enum):
+    BRIDGED = "bridged"
+    NATIVE = "native"
+    COUNTER_OFFER = "counter-offer"
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    viewer_connect_timeout: float = 15.0
+    counter_offer_validity: float = 30.0
+    mountpoint_grace: float = 3.0
+    mountpoint_threads: int = 0
+    janus_timeout: float = 6.0
+    retry_after: int = 5
+
+
+@dataclass(eq=False)
+class Variant:
+    key: VariantKey
+    mountpoint: Mountpoint
+    forwarders: list[int] = field(default_factory=list)
+    fed_by: RoomPublisher | None = None
+    viewers: set[str] = field(default_factory=set)
+    idle: asyncio.TimerHandle | None = None
+
+
+@dataclass(eq=False)
+class StreamEgress:
+    """One stream's mountpoints on one node."""
+
+    stream: str
+    node: JanusNode
+    signature: tuple[tuple[str, str, str | None, bool], ...]  # (kind, codec, fmtp, simulcast)
+    variants: dict[VariantKey, Variant] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(eq=False)
+class ViewerSession:
+    stream: str
+    mode: ViewerMode
+    egress: StreamEgress
+    variant: Variant
+    viewer: StreamingViewer
+    id: str = field(default_factory=new_resource_id)
+    etag: str = field(default_factory=new_etag)
+    answer: str = ""  # what the viewer gets: our answer, or (counter-offer) our offer
+    bridged: sdp_bridge.Bridged | None = None
+    janus_mid: str = "a"
+    connected: bool = False
+    awaiting_answer: bool = False
+    ended: bool = False
+    created_at: float = field(default_factory=time.monotonic)
+    timer: asyncio.TimerHandle | None = None
+    simulcast_rids: list[str] = field(default_factory=list)
+    remote_ufrag: str | None = None  # the viewer's, to drop candidates of other ICE sessions
+
+
+class Egress:
+    def __init__(self, pool: NodePool, ingest: Ingest, keys: StreamKeys, events: EventHub,
+                 policy: EgressPolicy) -> None:
+        self.pool = pool
+        self.ingest = ingest
+        self.keys = keys
+        self.events = events
+        self.policy = policy
+        self._egress: dict[tuple[str, str], StreamEgress] = {}  # (stream, node name)
+        self._viewers: dict[str, ViewerSession] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        ingest.on_change(self._publisher_changed)
+        for node in pool.nodes:
+            node.on_down(self._node_down)
+
+    # -- requests ---------------------------------------------------------
+
+    def authorize(self, stream: str, token: str | None) -> None:
+        self.keys.check(stream, token)
+
+    def session(self, stream: str, session_id: str) -> ViewerSession:
+        found = self._viewers.get(session_id)
+        if found is None or found.stream != stream or found.ended:
+            raise ResourceNotFound("no such WHEP session")
+        return found
+
+    def viewer_count(self, stream: str) -> int:
+        return sum(1 for v in self._viewers.values() if v.stream == stream and not v.ended)
+
+    def publisher_live(self, stream: str) -> bool:
+        publisher = self.ingest.registry.publisher_of(stream)
+        return publisher is not None and publisher.state is PublisherState.LIVE
+
+    async def view(self, stream: str, offer_text: str) -> ViewerSession:
+        """A standard WHEP POST: the viewer's offer in, our answer out (201)."""
+        try:
+            offer = sdp.parse(offer_text)
+        except sdp.SdpError as exc:
+            raise MalformedSdp(f"the offer is not valid SDP: {exc}") from None
+        _check_viewer_offer(offer)
+        publisher = self._live_publisher(stream)
+        available = _stream_media(publisher)
+        try:
+            choices = sdp_bridge.choose_codecs(offer_text, [(k, c, f) for k, c, f, _ in available])
+        except sdp_bridge.BridgeError as exc:
+            raise UnsupportedMedia(str(exc)) from None
+        node = self._node_for_viewer()
+        mode = ViewerMode.NATIVE if node.version >= NATIVE_OFFER_VERSION else ViewerMode.BRIDGED
+        key = tuple(sorted((kind, c.payload_type) for kind, c in choices.items()))
+        return await self._attach_viewer(stream, node, publisher, key, mode, offer_text)
+
+    async def counter_offer(self, stream: str) -> ViewerSession:
+        """Draft-03 counter-offer (406): Janus's own offer goes to the viewer."""
+        publisher = self._live_publisher(stream)
+        node = self._node_for_viewer()
+        key = tuple(sorted((kind, BASE_PT[kind]) for kind, *_ in _stream_media(publisher)))
+        return await self._attach_viewer(stream, node, publisher, key, ViewerMode.COUNTER_OFFER, None)
+
+    async def patch(self, session: ViewerSession, content_type: str, body: str) -> None:
+        """PATCH: the viewer's answer (counter-offer mode) or trickled candidates."""
+        if content_type == "application/sdp":
+            await self._accept_answer(session, body)
+            return
+        try:
+            fragment = sdp.parse_fragment(body)
+        except sdp.SdpError as exc:
+            raise MalformedSdp(f"bad trickle-ice-sdpfrag: {exc}") from None
+        remote_ufrag = session.remote_ufrag
+        if fragment.ice_ufrag and remote_ufrag and fragment.ice_ufrag != remote_ufrag:
+            raise UnsupportedPatch("ICE restarts are not supported for WHEP sessions on this node")
+        candidates = fragment.candidates_for_ufrag(remote_ufrag)
+        if session.bridged is not None:
+            keep = set(sdp_bridge.map_trickle_candidates(fragment.candidates, session.bridged))
+            candidates = [c for c in candidates if c in keep]
+        try:
+            await session.viewer.trickle(session.janus_mid, candidates, fragment.end_of_candidates)
+        except (JanusError, JanusUnreachable) as exc:
+            raise backend_error(exc, session.egress.node) from exc
+
+    async def end(self, session: ViewerSession, reason: str = "DELETE by the client") -> None:
+        if session.ended:
+            return
+        session.ended = True
+        self._viewers.pop(session.id, None)
+        if session.timer is not None:
+            session.timer.cancel()
+        self.events.close_viewer(session.id)
+        log.info("stream %s: viewer %s ended: %s", session.stream, session.id[:8], reason)
+        await session.viewer.close()
+        variant = session.variant
+        variant.viewers.discard(session.id)
+        if not variant.viewers:
+            self._schedule_idle(session.egress, variant)
+        self._announce_count(session.stream)
+
+    async def select_layer(self, session: ViewerSession, request: dict[str, Any]) -> None:
+        """Layer selection extension: rid / spatialLayerId / temporalLayerId, or automatic."""
+        if not any(s for *_, s in session.egress.signature):
+            raise UnsupportedMedia("the publisher sends no simulcast layers to choose from")
+        fields: dict[str, Any] = {}
+        rids = session.simulcast_rids
+        if "rid" in request:
+            if request["rid"] not in rids:
+                raise UnsupportedMedia(f"unknown rid {request['rid']!r}; layers: {rids}")
+            # Janus numbers substreams from the lowest; offers list rids from the highest.
+            fields["substream"] = len(rids) - 1 - rids.index(request["rid"])
+        elif "spatialLayerId" in request:
+            fields["substream"] = int(request["spatialLayerId"])
+        if "temporalLayerId" in request:
+            fields["temporal"] = int(request["temporalLayerId"])
+        if not fields:  # {mediaId} alone: back to automatic (the best layer)
+            fields = {"substream": 2, "temporal": 2}
+        try:
+            await session.viewer.configure(**fields)
+        except (JanusError, JanusUnreachable) as exc:
+            raise backend_error(exc, session.egress.node) from exc
+
+    async def settled(self) -> None:
+        """Finish pending teardowns now (tests and shutdown use this)."""
+        for egress in list(self._egress.values()):
+            for variant in list(egress.variants.values()):
+                if not variant.viewers:
+                    await self._drop_variant(egress, variant)
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self) -> None:
+        await asyncio.gather(*(self.end(v, "gateway stopping") for v in list(self._viewers.values())))
+        await self.settled()
+
+    # -- set-up -----------------------------------------------------------
+
+    def _live_publisher(self, stream: str) -> PublisherSession:
+        publisher = self.ingest.registry.publisher_of(stream)
+        if publisher is None or publisher.backend is None or publisher.state is not PublisherState.LIVE:
+            raise StreamNotLive(f"stream {stream!r} has no live publisher",
+                                retry_after=self.policy.retry_after)
+        return publisher
+
+    def _node_for_viewer(self) -> JanusNode:
+        return self.pool.for_viewer()
+
+    async def _attach_viewer(self, stream: str, node: JanusNode, publisher: PublisherSession,
+                             key: VariantKey, mode: ViewerMode, offer: str | None) -> ViewerSession:
+        egress = await self._stream_egress(stream, node, publisher)
+        variant = await self._variant(egress, key, publisher)
+        viewer: StreamingViewer | None = None
+        try:
+            session_ref: list[ViewerSession] = []
+            viewer = await StreamingViewer.attach(
+                node, variant.mountpoint.id,
+                lambda signal: session_ref and self._viewer_signal(session_ref[0], signal))
+            session = ViewerSession(stream=stream, mode=mode, egress=egress, variant=variant,
+                                    viewer=viewer, simulcast_rids=_rids(publisher))
+            session_ref.append(session)
+            variant.viewers.add(session.id)
+            if offer is not None:
+                session.remote_ufrag = sdp.parse(offer).ice_credentials()[0]
+            if mode is ViewerMode.NATIVE:
+                jsep = await viewer.watch(offer=offer, timeout=self.policy.janus_timeout)
+                session.answer = str(jsep.get("sdp", ""))
+                session.janus_mid = _first_mid(session.answer)
+            elif mode is ViewerMode.BRIDGED:
+                jsep = await viewer.watch(timeout=self.policy.janus_timeout)
+                assert offer is not None
+                bridged = sdp_bridge.bridge(str(jsep.get("sdp", "")), offer)
+                await viewer.start(bridged.janus_answer, timeout=self.policy.janus_timeout)
+                session.bridged, session.answer = bridged, bridged.viewer_answer
+                session.janus_mid = bridged.janus_bundle_mid
+            else:
+                jsep = await viewer.watch(timeout=self.policy.janus_timeout)
+                session.answer = str(jsep.get("sdp", ""))
+                session.janus_mid = _first_mid(session.answer)
+                session.awaiting_answer = True
+        except BaseException as exc:
+            if viewer is not None:
+                await viewer.close()
+            if session_ref:
+                variant.viewers.discard(session_ref[0].id)
+            if not variant.viewers:
+                self._schedule_idle(egress, variant)
+            if isinstance(exc, sdp_bridge.BridgeError):
+                raise UnsupportedMedia(str(exc)) from None
+            if isinstance(exc, (JanusError, JanusUnreachable)):
+                raise backend_error(exc, node) from exc
+            raise
+        self._viewers[session.id] = session
+        if variant.idle is not None:
+            variant.idle.cancel()
+            variant.idle = None
+        limit = (self.policy.counter_offer_validity if session.awaiting_answer
+                 else self.policy.viewer_connect_timeout)
+        self._arm(session, limit, "the viewer never connected")
+        self._announce_count(stream)
+        log.info("stream %s: viewer %s (%s) on %s, mountpoint %s", stream, session.id[:8],
+                 mode.value, node.name, variant.mountpoint.id)
+        return session
+
+    async def _accept_answer(self, session: ViewerSession, answer_text: str) -> None:
+        if not session.awaiting_answer:
+            raise UnsupportedPatch("this session is not waiting for an SDP answer")
+        try:
+            answer = sdp.parse(answer_text)
+        except sdp.SdpError as exc:
+            raise MalformedSdp(f"the answer is not valid SDP: {exc}") from None
+        if any(m.direction in ("sendonly", "sendrecv") for m in answer.media if not m.rejected):
+            raise UnsupportedMedia("a WHEP player's answer must be recvonly")
+        try:
+            await session.viewer.start(answer_text, timeout=self.policy.janus_timeout)
+        except (JanusError, JanusUnreachable) as exc:
+            raise backend_error(exc, session.egress.node) from exc
+        session.awaiting_answer = False
+        session.remote_ufrag = answer.ice_credentials()[0]
+        self._arm(session, self.policy.viewer_connect_timeout, "the viewer never connected")
+
+    async def _stream_egress(self, stream: str, node: JanusNode,
+                             publisher: PublisherSession) -> StreamEgress:
+        signature = _signature(publisher)
+        egress = self._egress.get((stream, node.name))
+        if egress is not None and egress.signature != signature:
+            await self._reset(egress, "the publisher changed codecs")
+            egress = None
+        if egress is None:
+            egress = StreamEgress(stream=stream, node=node, signature=signature)
+            self._egress[(stream, node.name)] = egress
+        return egress
+
+    async def _variant(self, egress: StreamEgress, key: VariantKey,
+                       publisher: PublisherSession) -> Variant:
+        async with egress.lock:
+            variant = egress.variants.get(key)
+            if variant is not None:
+                return variant
+            pts = dict(key)
+            media = [MediaSpec(kind=kind, mid=MOUNTPOINT_MID[kind], codec=codec,
+                               pt=pts.get(kind, BASE_PT[kind]), fmtp=fmtp, simulcast=simulcast)
+                     for kind, codec, fmtp, simulcast in egress.signature if kind in pts]
+            try:
+                mountpoint = await Mountpoint.create(egress.node, media,
+                                                     threads=self.policy.mountpoint_threads)
+            except (JanusError, JanusUnreachable) as exc:
+                raise backend_error(exc, egress.node) from exc
+            variant = Variant(key=key, mountpoint=mountpoint)
+            egress.variants[key] = variant
+            try:
+                await self._feed(variant, publisher)
+            except GatewayError:
+                del egress.variants[key]
+                await mountpoint.destroy()
+                raise
+            log.info("stream %s: mountpoint %s on %s for PTs %s", egress.stream, mountpoint.id,
+                     egress.node.name, dict(key))
+            return variant
+
+    async def _feed(self, variant: Variant, publisher: PublisherSession) -> None:
+        """Point the publisher's forwarders at the variant's mountpoint."""
+        backend = publisher.backend
+        if backend is None:
+            return
+        by_kind = {s.kind: s.mid for s in backend.streams}
+        targets = []
+        for spec in variant.mountpoint.media:
+            ports = variant.mountpoint.ports.get(spec.mid)
+            if ports is None or spec.kind not in by_kind:
+                continue
+            targets.append(ForwardTarget(mid=by_kind[spec.kind], port=ports.port,
+                                         rtcp_port=ports.rtcp_port if spec.kind == "video" else None,
+                                         port_2=ports.port_2, port_3=ports.port_3))
+        host = variant.mountpoint.node.media_host if variant.mountpoint.node is not backend.node \
+            else "127.0.0.1"
+        try:
+            variant.forwarders = await backend.forward(host, targets)
+        except (JanusError, JanusUnreachable) as exc:
+            raise backend_error(exc, backend.node) from exc
+        variant.fed_by = backend
+
+    # -- teardown ---------------------------------------------------------
+
+    def _schedule_idle(self, egress: StreamEgress, variant: Variant) -> None:
+        if variant.idle is not None:
+            return
+        loop = asyncio.get_running_loop()
+        variant.idle = loop.call_later(self.policy.mountpoint_grace,
+                                       lambda: self._spawn(self._drop_variant(egress, variant)))
+
+    async def _drop_variant(self, egress: StreamEgress, variant: Variant) -> None:
+        if variant.viewers or egress.variants.get(variant.key) is not variant:
+            return
+        del egress.variants[variant.key]
+        if variant.idle is not None:
+            variant.idle.cancel()
+        if variant.fed_by is not None:
+            await variant.fed_by.stop_forward(variant.forwarders)
+        await variant.mountpoint.destroy()
+        log.info("stream %s: mountpoint %s removed", egress.stream, variant.mountpoint.id)
+        if not egress.variants and self._egress.get((egress.stream, egress.node.name)) is egress:
+            del self._egress[(egress.stream, egress.node.name)]
+
+    async def _reset(self, egress: StreamEgress, reason: str) -> None:
+        """Drop every viewer and mountpoint of ``egress``; players are told to reconnect."""
+        self._egress.pop((egress.stream, egress.node.name), None)
+        viewers = [v for v in self._viewers.values() if v.egress is egress]
+        for viewer in viewers:
+            self.events.send_to_viewer(viewer.id, "reconnect", {})
+        await asyncio.gather(*(self.end(v, reason) for v in viewers))
+        for variant in list(egress.variants.values()):
+            variant.viewers.clear()
+            await self._drop_variant(egress, variant)
+
+    # -- events -----------------------------------------------------------
+
+    def _publisher_changed(self, publisher: PublisherSession, change: PublisherChange) -> None:
+        stream = publisher.stream
+        if change is PublisherChange.PUBLISHED:
+            for egress in [e for (s, _), e in self._egress.items() if s == stream]:
+                self._spawn(self._refeed(egress, publisher))
+        elif change is PublisherChange.LIVE:
+            self.events.publish(stream, "active", {})
+        elif change in (PublisherChange.STALLED, PublisherChange.ENDED):
+            if self.ingest.registry.publisher_of(stream) in (None, publisher):
+                self.events.publish(stream, "inactive", {})
+            if change is PublisherChange.ENDED:
+                for egress in [e for (s, _), e in self._egress.items() if s == stream]:
+                    for variant in egress.variants.values():
+                        if variant.fed_by is publisher.backend:
+                            variant.fed_by, variant.forwarders = None, []
+
+    async def _refeed(self, egress: StreamEgress, publisher: PublisherSession) -> None:
+        """A new publisher on the stream: same codecs → same mountpoints, new forwarders."""
+        if _signature(publisher) != egress.signature:
+            await self._reset(egress, "the new publisher uses other codecs")
+            return
+        async with egress.lock:
+            for variant in egress.variants.values():
+                try:
+                    await self._feed(variant, publisher)
+                except GatewayError as exc:
+                    log.warning("stream %s: re-forward failed: %s", egress.stream, exc.detail)
+        log.info("stream %s: %d mountpoint(s) now fed by publisher %s", egress.stream,
+                 len(egress.variants), publisher.id[:8])
+
+    def _viewer_signal(self, session: ViewerSession, signal: PeerSignal) -> None:
+        if session.ended:
+            return
+        if signal.kind is Signal.CONNECTED:
+            session.connected = True
+            if session.timer is not None:
+                session.timer.cancel()
+                session.timer = None
+        elif signal.kind is Signal.GONE:
+            self._spawn(self.end(session, f"Janus: {signal.reason}"))
+
+    def _announce_count(self, stream: str) -> None:
+        self.events.publish(stream, "viewercount", {"viewercount": self.viewer_count(stream)})
+
+    def _node_down(self, node: JanusNode) -> None:
+        for viewer in [v for v in self._viewers.values() if v.egress.node is node]:
+            self.events.send_to_viewer(viewer.id, "reconnect", {})
+            self._spawn(self.end(viewer, f"node {node.name} went down"))
+        for key in [k for k, e in self._egress.items() if e.node is node]:
+            egress = self._egress.pop(key)
+            for variant in egress.variants.values():
+                variant.viewers.clear()
+                if variant.idle is not None:
+                    variant.idle.cancel()
+                variant.mountpoint._destroyed = True  # died with the node
+
+    def _arm(self, session: ViewerSession, delay: float, reason: str) -> None:
+        """End the session after ``delay`` unless it connected (and answered) by then."""
+        if session.timer is not None:
+            session.timer.cancel()
+        session.timer = asyncio.get_running_loop().call_later(delay, self._expire, session, reason)
+
+    def _expire(self, session: ViewerSession, reason: str) -> None:
+        if session.awaiting_answer or not session.connected:
+            self._spawn(self.end(session, reason))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _check_viewer_offer(offer: sdp.SessionDescription) -> None:
+    """WHEP draft-03, Media Direction Attributes: recvonly (or sendrecv) only."""
+    active = [m for m in offer.media if not m.rejected and m.kind in ("audio", "video")]
+    if not active:
+        raise UnsupportedMedia("the offer has no audio or video to receive")
+    for media in active:
+        if media.direction in ("sendonly", "inactive"):
+            raise UnsupportedMedia(f"a WHEP offer must be recvonly or sendrecv, not {media.direction}")
+    ufrag, pwd = offer.ice_credentials()
+    if not ufrag or not pwd or not offer.fingerprint():
+        raise MalformedSdp("the offer lacks ICE credentials or a DTLS fingerprint")
+
+
+def _stream_media(publisher: PublisherSession) -> list[tuple[str, str, str | None, bool]]:
+    return list(_signature(publisher))
+
+
+def _signature(publisher: PublisherSession) -> tuple[tuple[str, str, str | None, bool], ...]:
+    """What a mountpoint for this publisher must carry, per kind."""
+    backend = publisher.backend
+    if backend is None:
+        return ()
+    try:
+        answer = sdp.parse(backend.answer)
+    except sdp.SdpError:
+        answer = None
+    out = []
+    for stream in backend.streams:
+        if stream.kind not in ("audio", "video") or not stream.codec:
+            continue
+        fmtp = None
+        if answer is not None and stream.codec == "h264":
+            for media in answer.media:
+                if media.mid == stream.mid:
+                    codecs = [c for c in media.codecs() if c.key == "h264"]
+                    fmtp = codecs[0].fmtp if codecs else None
+        out.append((stream.kind, stream.codec, fmtp, stream.simulcast))
+    return tuple(out)
+
+
+def _rids(publisher: PublisherSession) -> list[str]:
+    for media in publisher.offer.media:
+        if media.kind == "video" and media.rids:
+            return media.rids
+    return []
+
+
+def _first_mid(text: str) -> str:
+    try:
+        return sdp.parse(text).media[0].mid or "a"
+    except (sdp.SdpError, IndexError):
+        return "a"
+
+
+

@@ -1,0 +1,86 @@
+"""aiortc viewers for the WHEP tests: count decoded frames, time the first one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from aiortc import RTCPeerConnection, RTCRtpReceiver
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from gateway import sdp
+
+
+@dataclass
+class Frames:
+    count: int = 0
+    first_at: float | None = None
+    size: tuple[int, int] | None = None
+    got_first: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    async def wait(self, n: int, timeout: float = 10.0) -> None:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.count < n:
+            assert asyncio.get_running_loop().time() < deadline, f"only {self.count} frames decoded"
+            await asyncio.sleep(0.05)
+
+
+async def _consume(track: MediaStreamTrack, frames: Frames) -> None:
+    try:
+        while True:
+            frame = await track.recv()
+            frames.count += 1
+            if frames.first_at is None:
+                frames.first_at = time.monotonic()
+                frames.size = (frame.width, frame.height)
+                frames.got_first.set()
+    except MediaStreamError:
+        return
+
+
+async def aiortc_viewer(*, audio: bool = True, video: bool = True,
+                        video_codec: str | None = None) -> tuple[RTCPeerConnection, Frames]:
+    """A recvonly offer with aiortc's own payload types (Opus 96, VP8 97 …)."""
+    pc = RTCPeerConnection()
+    frames = Frames()
+    if audio:
+        pc.addTransceiver("audio", direction="recvonly")
+    if video:
+        transceiver = pc.addTransceiver("video", direction="recvonly")
+        if video_codec:
+            caps = [c for c in RTCRtpReceiver.getCapabilities("video").codecs
+                    if c.mimeType.lower() == video_codec.lower()]
+            transceiver.setCodecPreferences(caps)
+
+    @pc.on("track")
+    def _track(track: MediaStreamTrack) -> None:
+        if track.kind == "video":
+            frames.task = asyncio.ensure_future(_consume(track, frames))
+
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, frames
+
+
+def with_payload_types(offer: str, pts: dict[str, int]) -> str:
+    """Renumber the first codec of each kind (and drop the others), e.g. to
+    dress an aiortc offer in a browser's payload types."""
+    desc = sdp.parse(offer)
+    for media in desc.media:
+        if media.kind not in pts:
+            continue
+        codec = media.codecs()[0]
+        new = pts[media.kind]
+        keep = []
+        for ln in media.lines:
+            attr = ln.attribute
+            if attr and attr[0] in ("rtpmap", "fmtp", "rtcp-fb"):
+                pt, _, rest = (attr[1] or "").partition(" ")
+                if pt != str(codec.pt):
+                    continue
+                ln = sdp.Line("a", f"{attr[0]}:{new} {rest}")
+            keep.append(ln)
+        media.lines = keep
+        media.formats = [str(new)]
+    return str(desc)
