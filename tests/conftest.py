@@ -28,6 +28,7 @@ from gateway.config import JanusNodeSettings, Settings, load_settings
 from gateway.janus.admin import JanusAdmin
 from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port
 from gateway.sandbox import INTERFACE, SandboxUnavailable, enter_private_netns
+from tests.janus_versions import janus_new  # noqa: F401  (Janus 1.4.x from deploy/janus-sid.sh)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 _sandbox_error: str | None = None
@@ -91,9 +92,16 @@ class Leaks:
 
 
 @pytest.fixture
-async def leaks(janus: ManagedJanus) -> AsyncIterator[Leaks]:
-    admin = JanusAdmin(janus.cfg.admin_url, janus.cfg.admin_secret)
-    yield Leaks(admin, janus.cfg.plugin_admin_key)
+def janus_node(janus: ManagedJanus) -> ManagedJanus:
+    """The Janus a test's gateways use; a module may override it (e.g. with
+    ``params`` over Janus versions)."""
+    return janus
+
+
+@pytest.fixture
+async def leaks(janus_node: ManagedJanus) -> AsyncIterator[Leaks]:
+    admin = JanusAdmin(janus_node.cfg.admin_url, janus_node.cfg.admin_secret)
+    yield Leaks(admin, janus_node.cfg.plugin_admin_key)
     await admin.close()
 
 
@@ -121,13 +129,13 @@ def janus_settings(janus: ManagedJanus) -> JanusNodeSettings:
 
 
 @pytest.fixture
-async def start_gateway(janus: ManagedJanus, leaks: Leaks) -> AsyncIterator[GatewayFactory]:
+async def start_gateway(janus_node: ManagedJanus, leaks: Leaks) -> AsyncIterator[GatewayFactory]:
     """Start gateways on the shared Janus; check for leftovers when the test ends."""
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
 
     async def start(**overrides: Any) -> RunningGateway:
         port = free_port()
-        overrides.setdefault("janus", [janus_settings(janus)])
+        overrides.setdefault("janus", [janus_settings(janus_node)])
         settings = load_settings(host="127.0.0.1", port=port, **overrides)
         app = create_app(settings)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,

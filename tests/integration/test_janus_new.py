@@ -11,12 +11,11 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from gateway.janus.admin import JanusAdmin
 from gateway.janus.client import JanusClient
 from gateway.janus.process import ManagedJanus
-from tests.janus_versions import janus_new  # noqa: F401  (until conftest imports it)
 
 STREAMING = "janus.plugin.streaming"
 
 
-async def test_watch_with_viewer_offer_gets_an_answer(janus_new: ManagedJanus) -> None:  # noqa: F811
+async def test_watch_with_viewer_offer_gets_an_answer(janus_new: ManagedJanus) -> None:
     cfg = janus_new.cfg
     client = JanusClient(cfg.api_url)
     admin = JanusAdmin(cfg.admin_url, cfg.admin_secret)

@@ -1,7 +1,9 @@
-"""WHEP (draft-ietf-wish-whep-03) against a real Janus 1.1.2.
+"""WHEP (draft-ietf-wish-whep-03) against real Janus: 1.1.2 and 1.4.x.
 
-Viewers are aiortc peers that decode frames.  Janus 1.1.2 cannot take a
-viewer's offer, so these run the bridged path (``gateway.sdp_bridge``).
+Viewers are aiortc peers that decode frames.  Every test runs twice: on
+Debian 12's Janus 1.1.2, which cannot take a viewer's offer (the bridged
+path, ``gateway.sdp_bridge``), and on Debian sid's 1.4.x from
+``deploy/janus-sid.sh`` (the native path; skipped without the chroot).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from gateway import sdp
 from gateway.clients.whip import WhipSession
+from gateway.janus.process import ManagedJanus
 from tests.conftest import GatewayFactory, Leaks, RunningGateway
 from tests.integration.test_whip import assert_problem, wait_stream
 from tests.publishers import aiortc_publisher, answer
@@ -25,6 +28,11 @@ SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
 SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 LAYER_REL = "urn:ietf:params:whep:ext:core:layer"
+
+
+@pytest.fixture(params=["janus-1.1.2", "janus-1.4"])
+def janus_node(request: pytest.FixtureRequest) -> ManagedJanus:
+    return request.getfixturevalue("janus" if request.param == "janus-1.1.2" else "janus_new")
 
 
 class Publisher:
