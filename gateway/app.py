@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from . import whep, whip
+from .web import pages
 from .auth import StreamKeys
 from .config import Settings
 from .egress import Egress, EgressPolicy
@@ -72,6 +73,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await backend.start()
+        egress.start()
         try:
             yield
         finally:
@@ -84,6 +86,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         routes=[
             *whip.routes,
             *whep.routes,
+            *pages.routes,
             Route("/api/streams", list_streams),
             Route("/healthz", health),
         ],

@@ -70,6 +70,7 @@ class EgressPolicy:
     mountpoint_threads: int = 0
     janus_timeout: float = 6.0
     retry_after: int = 5
+    layers_interval: float = 2.0
 
 
 @dataclass(eq=False)
@@ -112,6 +113,7 @@ class ViewerSession:
     timer: asyncio.TimerHandle | None = None
     simulcast_rids: list[str] = field(default_factory=list)
     remote_ufrag: str | None = None  # the viewer's, to drop candidates of other ICE sessions
+    video_mindex: str = "1"  # the viewer's video m-line index, which keys ``layers`` events
 
 
 class Egress:
@@ -125,6 +127,8 @@ class Egress:
         self._egress: dict[tuple[str, str], StreamEgress] = {}  # (stream, node name)
         self._viewers: dict[str, ViewerSession] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._layers: dict[str, list[dict[str, Any]]] = {}  # last known, by stream
+        self._layers_task: asyncio.Task[None] | None = None
         ingest.on_change(self._publisher_changed)
         for node in pool.nodes:
             node.on_down(self._node_down)
@@ -240,9 +244,20 @@ class Egress:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
+    def start(self) -> None:
+        self._layers_task = asyncio.create_task(self._layers_loop(), name="whep-layers")
+
     async def close(self) -> None:
+        if self._layers_task is not None:
+            self._layers_task.cancel()
+            await asyncio.gather(self._layers_task, return_exceptions=True)
         await asyncio.gather(*(self.end(v, "gateway stopping") for v in list(self._viewers.values())))
         await self.settled()
+
+    def layers_event(self, session: ViewerSession) -> dict[str, Any] | None:
+        """The last ``layers`` data for this viewer (keyed by its video m-line)."""
+        layers = self._layers.get(session.stream)
+        return {session.video_mindex: layers} if layers else None
 
     # -- set-up -----------------------------------------------------------
 
@@ -272,6 +287,7 @@ class Egress:
             variant.viewers.add(session.id)
             if offer is not None:
                 session.remote_ufrag = sdp.parse(offer).ice_credentials()[0]
+                session.video_mindex = _video_mindex(offer)
             if mode is ViewerMode.NATIVE:
                 jsep = await viewer.watch(offer=offer, timeout=self.policy.janus_timeout)
                 session.answer = str(jsep.get("sdp", ""))
@@ -287,6 +303,7 @@ class Egress:
                 jsep = await viewer.watch(timeout=self.policy.janus_timeout)
                 session.answer = str(jsep.get("sdp", ""))
                 session.janus_mid = _first_mid(session.answer)
+                session.video_mindex = _video_mindex(session.answer)
                 session.awaiting_answer = True
         except BaseException as exc:
             if viewer is not None:
@@ -466,6 +483,32 @@ class Egress:
         elif signal.kind is Signal.GONE:
             self._spawn(self.end(session, f"Janus: {signal.reason}"))
 
+    async def _layers_loop(self) -> None:
+        """Every few seconds, tell viewers of simulcast streams what each layer carries."""
+        while True:
+            await asyncio.sleep(self.policy.layers_interval)
+            for stream in {v.stream for v in self._viewers.values()}:
+                publisher = self.ingest.registry.publisher_of(stream)
+                if publisher is None or publisher.backend is None or not _rids(publisher):
+                    self._layers.pop(stream, None)
+                    continue
+                try:
+                    bitrates = await publisher.backend.substream_bitrates()
+                except (JanusError, JanusUnreachable) as exc:
+                    log.debug("stream %s: no layer stats: %s", stream, exc)
+                    continue
+                if not bitrates:
+                    continue
+                rids = _rids(publisher)
+                layers = [
+                    {"rid": rids[len(rids) - 1 - index] if index < len(rids) else str(index),
+                     "spatialLayerId": index, "bitrate": bitrate}
+                    for index, bitrate in enumerate(next(iter(bitrates.values())))
+                ]
+                self._layers[stream] = layers
+                for viewer in [v for v in self._viewers.values() if v.stream == stream]:
+                    self.events.send_to_viewer(viewer.id, "layers", {viewer.video_mindex: layers})
+
     def _announce_count(self, stream: str) -> None:
         self.events.publish(stream, "viewercount", {"viewercount": self.viewer_count(stream)})
 
@@ -542,6 +585,14 @@ def _rids(publisher: PublisherSession) -> list[str]:
         if media.kind == "video" and media.rids:
             return media.rids
     return []
+
+
+def _video_mindex(text: str) -> str:
+    try:
+        kinds = [m.kind for m in sdp.parse(text).media]
+    except sdp.SdpError:
+        return "1"
+    return str(kinds.index("video")) if "video" in kinds else "0"
 
 
 def _first_mid(text: str) -> str:

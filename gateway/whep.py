@@ -134,6 +134,9 @@ async def events_resource(request: Request) -> Response:
     if egress.publisher_live(session.stream):
         initial.append(("active", {}))  # never an initial "inactive" (section 4.2)
     initial.append(("viewercount", {"viewercount": egress.viewer_count(session.stream)}))
+    layers = egress.layers_event(session)
+    if layers:
+        initial.append(("layers", layers))
     subscription = egress.events.subscribe(session.stream, session.id, names, initial)
     location = absolute_url(request, _settings(request).public_url, "whep", session.stream,
                             session.id, "sse", subscription.id)

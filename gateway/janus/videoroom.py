@@ -153,6 +153,22 @@ class RoomPublisher:
                 body["admin_key"] = self.node.plugin_admin_key
             await quietly(self.node.control(VIDEOROOM).request(body))
 
+    async def substream_bitrates(self) -> dict[str, list[int]] | None:
+        """bit/s per simulcast substream (lowest first) by publisher mid, from
+        the admin API; None when the node has no admin API configured."""
+        admin, session = self.node.admin, self.node.session
+        if admin is None or session is None or self._closed:
+            return None
+        info = await admin.handle_info(session.id, self.handle.id)
+        out: dict[str, list[int]] = {}
+        for mid, medium in ((info.get("webrtc") or {}).get("media") or {}).items():
+            stats = (medium.get("stats") or {}).get("in") or {}
+            if "video-simulcast-1" not in stats:
+                continue
+            layers = [stats, stats.get("video-simulcast-1") or {}, stats.get("video-simulcast-2") or {}]
+            out[str(mid)] = [int(layer.get("bytes_lastsec", 0)) * 8 for layer in layers]
+        return out
+
     async def close(self) -> None:
         """Leave, detach, destroy the room.  Safe to call twice or on a dead node."""
         if self._closed:
