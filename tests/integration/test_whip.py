@@ -445,3 +445,28 @@ async def test_unknown_and_foreign_resources_are_404(gateway: RunningGateway, ht
         assert (await http.delete(location)).status_code == 200
     finally:
         await pc.close()
+
+
+# -- OBS's codecs: H.264, AV1 and HEVC in one video codec ----------------------
+
+
+@pytest.mark.parametrize("fixture,codec", [("obs_h264.sdp", "H264"), ("obs_av1.sdp", "AV1"),
+                                           ("obs_hevc.sdp", "H265")])
+async def test_obs_offers_for_each_codec_are_answered(
+    gateway: RunningGateway, leaks: Leaks, http: httpx.AsyncClient, fixture: str, codec: str
+) -> None:
+    """Offers shaped exactly as OBS 30-32 sends them (tests/fixtures/sdp/README.md):
+    the room takes the one video codec, the answer keeps OBS's payload types."""
+    from tests.conftest import read_fixture
+
+    r = await http.post(gateway.whip("obs"), content=read_fixture("sdp", fixture),
+                        headers={"Content-Type": SDP, "Authorization": "Bearer anything"})
+    assert r.status_code == 201, r.text
+    answer_sdp = sdp.parse(r.text)
+    audio, video = answer_sdp.media
+    assert (audio.port, video.port) != (0, 0)
+    assert [(c.pt, c.name.upper()) for c in audio.codecs()] == [(111, "OPUS")]
+    assert [(c.pt, c.name.upper()) for c in video.codecs() if c.key != "rtx"] == [(96, codec)]
+    rooms = await leaks.rooms()
+    assert len(rooms) == 1
+    assert (await http.delete(r.headers["location"])).status_code == 200
