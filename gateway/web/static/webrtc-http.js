@@ -1,0 +1,201 @@
+// Helpers shared by the WHIP publisher and the WHEP player pages.
+// Plain script (no modules, no build step): everything hangs off window.WebrtcHttp.
+(function () {
+  "use strict";
+
+  const SDP = "application/sdp";
+  const SDPFRAG = "application/trickle-ice-sdpfrag";
+
+  // The stream name is the last segment of the page's own path (/watch/NAME).
+  function streamFromPath() {
+    const parts = window.location.pathname.split("/").filter(Boolean);
+    return decodeURIComponent(parts[parts.length - 1] || "");
+  }
+
+  // An API URL relative to the page, so the pages also work under a path prefix.
+  function apiUrl(kind, stream) {
+    return new URL(`../${kind}/${encodeURIComponent(stream)}`, window.location.href).href;
+  }
+
+  function sleep(ms) {
+    return new Promise((resolve) => setTimeout(resolve, ms));
+  }
+
+  // RFC 8288 Link header(s) as fetch() joins them: "<a>; rel=x, <b>; rel="y"; events="p,q"".
+  // Commas inside <…> or quotes do not split links.
+  function parseLinks(header, base) {
+    const links = [];
+    if (!header) return links;
+    const parts = [];
+    let current = "";
+    let inQuotes = false;
+    let inAngle = false;
+    for (const ch of header) {
+      if (ch === '"' && !inAngle) inQuotes = !inQuotes;
+      else if (ch === "<" && !inQuotes) inAngle = true;
+      else if (ch === ">" && !inQuotes) inAngle = false;
+      if (ch === "," && !inQuotes && !inAngle) {
+        parts.push(current);
+        current = "";
+      } else {
+        current += ch;
+      }
+    }
+    parts.push(current);
+    for (const part of parts) {
+      const m = part.match(/^\s*<([^>]*)>(.*)$/s);
+      if (!m) continue;
+      const params = {};
+      const re = /;\s*([^\s=;]+)\s*(?:=\s*(?:"([^"]*)"|([^;]*)))?/g;
+      let p;
+      while ((p = re.exec(m[2])) !== null) {
+        params[p[1].toLowerCase()] = p[2] !== undefined ? p[2] : (p[3] || "").trim();
+      }
+      let url = m[1];
+      try {
+        url = new URL(m[1], base).href;
+      } catch (e) {
+        // stun:/turn: URIs are not relative to anything; keep them as they are
+      }
+      links.push({ url: url, raw: m[1], params: params });
+    }
+    return links;
+  }
+
+  function findLink(links, rel) {
+    return links.find((l) => (l.params.rel || "").split(/\s+/).includes(rel)) || null;
+  }
+
+  // Seconds to wait from a Retry-After header (delta-seconds or an HTTP date).
+  function retryAfterSeconds(value, fallback) {
+    if (!value) return fallback;
+    if (/^\s*\d+\s*$/.test(value)) return parseInt(value, 10);
+    const when = Date.parse(value);
+    if (!isNaN(when)) return Math.max(0, (when - Date.now()) / 1000);
+    return fallback;
+  }
+
+  // A readable one-liner from an error response (RFC 9457 problem details or text).
+  async function describeError(response) {
+    let detail = "";
+    try {
+      const text = await response.text();
+      const type = response.headers.get("Content-Type") || "";
+      if (type.includes("json")) {
+        const body = JSON.parse(text);
+        detail = body.detail || body.title || "";
+      } else {
+        detail = text.trim().slice(0, 200);
+      }
+    } catch (e) {
+      // no body
+    }
+    return `${response.status} ${response.statusText}${detail ? ": " + detail : ""}`.trim();
+  }
+
+  // Resolves when ICE gathering completes, or after timeoutMs with what was gathered.
+  function gatheringDone(pc, timeoutMs) {
+    if (pc.iceGatheringState === "complete") return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(finish, timeoutMs);
+      function onChange() {
+        if (pc.iceGatheringState === "complete") finish();
+      }
+      function finish() {
+        clearTimeout(timer);
+        pc.removeEventListener("icegatheringstatechange", onChange);
+        resolve();
+      }
+      pc.addEventListener("icegatheringstatechange", onChange);
+    });
+  }
+
+  // Trickles (RFC 8840 PATCH) the candidates that were not in the SDP we POSTed:
+  // we wait for gathering before the POST, so this only matters when gathering is slow.
+  class Trickler {
+    constructor(pc, headers) {
+      this.pc = pc;
+      this.headers = headers;
+      this.resource = null;
+      this.etag = null;
+      this.pending = [];
+      this.ended = false;
+      this.sent = new Set();
+      this.timer = null;
+      this.closed = false;
+      this.onCandidate = (event) => {
+        if (event.candidate && event.candidate.candidate) this.pending.push(event.candidate.candidate);
+        else this.ended = true;
+        this.schedule();
+      };
+      pc.addEventListener("icecandidate", this.onCandidate);
+    }
+
+    // Called with the SDP actually POSTed and the resource from the 201.
+    start(postedSdp, resource, etag) {
+      for (const line of postedSdp.split(/\r?\n/)) {
+        if (line.startsWith("a=candidate:")) this.sent.add(line.slice(2).trim());
+      }
+      if (/^a=end-of-candidates/m.test(postedSdp)) this.sentEnd = true;
+      this.resource = resource;
+      this.etag = etag;
+      this.schedule();
+    }
+
+    schedule() {
+      if (!this.resource || this.closed || this.timer) return;
+      this.timer = setTimeout(() => {
+        this.timer = null;
+        this.flush();
+      }, 50);
+    }
+
+    async flush() {
+      const fresh = this.pending.filter((c) => !this.sent.has(c));
+      this.pending = [];
+      const end = this.ended && !this.sentEnd;
+      if (!fresh.length && !end) return;
+      const desc = this.pc.localDescription && this.pc.localDescription.sdp;
+      if (!desc) return;
+      const ufrag = (desc.match(/^a=ice-ufrag:(.*)$/m) || [])[1];
+      const pwd = (desc.match(/^a=ice-pwd:(.*)$/m) || [])[1];
+      const mLine = (desc.match(/^m=(\w+) /m) || [])[1] || "audio";
+      const mid = (desc.match(/^a=mid:(.*)$/m) || [])[1] || "0";
+      const lines = [`a=ice-ufrag:${ufrag.trim()}`, `a=ice-pwd:${pwd.trim()}`,
+        `m=${mLine} 9 UDP/TLS/RTP/SAVPF 0`, `a=mid:${mid.trim()}`];
+      for (const c of fresh) {
+        this.sent.add(c);
+        lines.push(`a=${c}`);
+      }
+      if (end) {
+        this.sentEnd = true;
+        lines.push("a=end-of-candidates");
+      }
+      const headers = Object.assign({ "Content-Type": SDPFRAG }, this.headers);
+      if (this.etag) headers["If-Match"] = this.etag;
+      try {
+        await fetch(this.resource, { method: "PATCH", headers: headers, body: lines.join("\r\n") + "\r\n" });
+      } catch (e) {
+        // the server learns our address from connectivity checks anyway
+      }
+    }
+
+    close() {
+      this.closed = true;
+      if (this.timer) clearTimeout(this.timer);
+      this.pc.removeEventListener("icecandidate", this.onCandidate);
+    }
+  }
+
+  // DELETE that survives the page going away (pagehide).
+  function deleteResource(url, headers, keepalive) {
+    if (!url) return Promise.resolve();
+    return fetch(url, { method: "DELETE", headers: headers || {}, keepalive: !!keepalive })
+      .catch(() => undefined);
+  }
+
+  window.WebrtcHttp = {
+    SDP, SDPFRAG, streamFromPath, apiUrl, sleep, parseLinks, findLink, retryAfterSeconds,
+    describeError, gatheringDone, Trickler, deleteResource,
+  };
+})();
