@@ -301,6 +301,8 @@ async def _play(args: argparse.Namespace) -> int:
                           f" lost={stats['packetsLost']} jitter={stats['jitter']}", flush=True)
     finally:
         progress.done()
+        if pc.connectionState != "closed":
+            await counter.sample(pc)  # the final byte count
         await counter.stop()  # finishes the recording
         status = await _end_session(session, pc, status)
     print(f"stopped after {loop.time() - started:.1f}s: video {counter.video_frames} frames"

@@ -343,8 +343,7 @@ class WhepSession:
                         event = parser.feed(line)
                         if event:
                             yield event.event, event.json()
-                    parser.feed("")  # an unterminated event at EOF is discarded
-                    parser = _carry_over(parser)
+                    parser = _carry_over(parser)  # an unterminated event at EOF is discarded
             except (httpx.ReadError, httpx.RemoteProtocolError):
                 parser = _carry_over(parser)
             if not reconnect:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urljoin
 
 import httpx
@@ -125,6 +126,88 @@ class CountingTrack(MediaStreamTrack):
         self.source.stop()
 
 
+class _LoopedTrack(MediaStreamTrack):
+    """One kind of a LoopingFile: plays generation after generation, timestamps carried on."""
+
+    def __init__(self, source: "LoopingFile", kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._source = source
+        self._generation = 0
+        self._offset: int | None = 0
+        self._next_pts = 0
+        self._last_pts: int | None = None
+
+    async def recv(self):  # type: ignore[no-untyped-def]
+        from aiortc.mediastreams import MediaStreamError
+
+        while True:
+            if self.readyState != "live":
+                raise MediaStreamError
+            inner = self._source._track(self.kind, self._generation)
+            try:
+                frame = await inner.recv()
+            except MediaStreamError:
+                if not self._source.loop or self.readyState != "live":
+                    self.stop()
+                    raise
+                self._generation += 1
+                self._offset, self._last_pts = None, None
+                continue
+            if self._offset is None:
+                self._offset = self._next_pts - frame.pts
+            frame.pts += self._offset
+            if self.kind == "audio":
+                step = frame.samples
+            else:
+                step = frame.pts - self._last_pts if self._last_pts is not None else 0
+                step = step if step > 0 else max(1, int(1 / (30 * frame.time_base)))
+            self._last_pts = frame.pts
+            self._next_pts = frame.pts + step
+            return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._source._stop(self.kind)
+
+
+class LoopingFile:
+    """A media file as audio and video tracks, played again and again.
+
+    aiortc's ``MediaPlayer(loop=True)`` stops at the end of the file with
+    PyAV 14 and later (the end is ``av.EOFError``, no more StopIteration),
+    and would send video timestamps backwards if it did loop.  This opens a
+    fresh MediaPlayer for each pass and keeps timestamps rising.
+    """
+
+    def __init__(self, path: str, loop: bool = True) -> None:
+        from aiortc.contrib.media import MediaPlayer
+
+        self.path, self.loop = path, loop
+        self._players: dict[int, Any] = {0: MediaPlayer(path)}
+        first = self._players[0]
+        self.audio = _LoopedTrack(self, "audio") if first.audio else None
+        self.video = _LoopedTrack(self, "video") if first.video else None
+
+    def _track(self, kind: str, generation: int) -> MediaStreamTrack:
+        from aiortc.contrib.media import MediaPlayer
+
+        if generation not in self._players:
+            self._players[generation] = MediaPlayer(self.path)
+            for old in [g for g in self._players if g < generation - 1]:
+                del self._players[old]  # both kinds moved on from these
+        track = getattr(self._players[generation], kind)
+        if track is None:
+            raise ValueError(f"{self.path}: no {kind} stream any more")
+        return track
+
+    def _stop(self, kind: str) -> None:
+        for player in self._players.values():
+            track = getattr(player, kind)
+            if track is not None:
+                track.stop()
+
+
 async def publish_file(
     url: str,
     path: str,
@@ -137,10 +220,8 @@ async def publish_file(
 
     Returns the publishing tracks, each counting the frames it sent.
     """
-    from aiortc.contrib.media import MediaPlayer
-
-    player = MediaPlayer(path, loop=loop)
-    tracks = [CountingTrack(t) for t in (player.audio, player.video) if t is not None]
+    source = LoopingFile(path, loop=loop)
+    tracks = [CountingTrack(t) for t in (source.audio, source.video) if t is not None]
     if not tracks:
         raise ValueError(f"{path}: no audio or video stream")
     try:
