@@ -1,0 +1,844 @@
+#!/usr/bin/env python3
+"""WHIP set-up latency: the gateway against the same work done directly on Janus.
+
+What one figure means: the time from sending a WHIP POST (or, for the direct
+baseline, the first Janus request) to holding the SDP answer.  Media never
+flows; only signalling is measured.
+
+- gateway: ``POST /whip/<stream>`` with the offer -> ``201`` with the answer,
+  against ``whip-gateway serve`` running as its own process.
+- direct:  the same Janus requests the gateway makes per POST, raw over
+  httpx from this process: videoroom ``create`` (on a control handle attached
+  once), ``attach``, ``joinandconfigure`` with the offer (``ack``, then the
+  event with the answer from the session's long poll).
+
+Both sides use the same pool of real aiortc offers (Opus + VP8, candidates
+on v0/127.0.0.2), run in alternating blocks (ABBA) so that drift and
+background noise hit both alike, and tear down (DELETE / detach + destroy)
+outside the timed part.  Afterwards Janus's admin API must show nothing left.
+
+Run as root (it makes a private network namespace, see gateway/sandbox.py):
+
+    sudo .venv/bin/python bench/whip_setup.py [--sequential 200] [--concurrent 20]
+        [--rounds 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import urljoin
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402  (no threads at import; checked)
+
+from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port  # noqa: E402
+from gateway.sandbox import INTERFACE, SandboxUnavailable, enter_private_netns  # noqa: E402
+
+VIDEOROOM = "janus.plugin.videoroom"
+# What the gateway asks of a room by default (config.Settings / ingest.IngestPolicy).
+VIDEO_CODECS = "h264,vp8,vp9,av1,h265"
+AUDIO_CODECS = "opus"
+TARGET_RATIO_P50 = 1.10
+TARGET_CONCURRENT_P95_MS = 90.0
+# Below uvicorn's 5 s keep-alive timeout: never reuse a connection the server
+# may be closing (that race shows up as ReadError).
+KEEPALIVE_S = 4.0
+
+Json = dict[str, Any]
+
+
+# --------------------------------------------------------------------------
+# statistics
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summary(samples: list[float]) -> Json:
+    ms = [s * 1000 for s in samples]
+    return {
+        "n": len(ms),
+        "p50_ms": percentile(ms, 50),
+        "p95_ms": percentile(ms, 95),
+        "mean_ms": sum(ms) / len(ms) if ms else float("nan"),
+        "min_ms": min(ms) if ms else float("nan"),
+        "max_ms": max(ms) if ms else float("nan"),
+    }
+
+
+# --------------------------------------------------------------------------
+# offers
+
+
+async def make_offers(count: int) -> tuple[list[Any], list[str]]:
+    """Real aiortc offers: sendonly Opus + sendonly VP8 (with rtx), candidates gathered."""
+    from aiortc import RTCPeerConnection, RTCRtpSender
+
+    wanted = {"audio": ("audio/opus",), "video": ("video/vp8", "video/rtx")}
+    pcs: list[Any] = []
+    offers: list[str] = []
+    for _ in range(count):
+        pc = RTCPeerConnection()
+        pcs.append(pc)
+        for kind in ("audio", "video"):
+            transceiver = pc.addTransceiver(kind, direction="sendonly")
+            transceiver.setCodecPreferences([
+                c for c in RTCRtpSender.getCapabilities(kind).codecs
+                if c.mimeType.lower() in wanted[kind]
+            ])
+        await asyncio.wait_for(pc.setLocalDescription(await pc.createOffer()), 10)
+        sdp = pc.localDescription.sdp
+        if "a=candidate" not in sdp:
+            raise RuntimeError("aiortc gathered no candidate; is v0 up?")
+        offers.append(sdp)
+    return pcs, offers
+
+
+# --------------------------------------------------------------------------
+# the direct baseline: a minimal Janus HTTP client, on purpose not gateway.janus.client
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+class DirectJanus:
+    """One Janus session, one long-poll task dispatching events by transaction."""
+
+    def __init__(self, url: str, admin_key: str, timeout: float) -> None:
+        self.url = url.rstrip("/")
+        self.admin_key = admin_key
+        self.timeout = timeout
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64,
+                                keepalive_expiry=KEEPALIVE_S),
+        )
+        self.session = 0
+        self.control = 0
+        self.waiters: dict[str, asyncio.Future[Json]] = {}
+        self.poller: asyncio.Task[None] | None = None
+        self.poll_error: BaseException | None = None
+        # Per publish: (create room, attach, joinandconfigure POST -> ack, ack -> event).
+        self.steps: list[tuple[float, float, float, float]] = []
+
+    async def post(self, path: str, body: Json) -> Json:
+        body.setdefault("transaction", secrets.token_hex(8))
+        reply = (await self.http.post(self.url + path, json=body)).json()
+        if reply.get("janus") == "error":
+            raise BenchError(f"{body.get('janus')}: {reply.get('error')}")
+        return reply
+
+    async def start(self) -> None:
+        self.session = int((await self.post("", {"janus": "create"}))["data"]["id"])
+        self.poller = asyncio.create_task(self._poll())
+        self.control = await self.attach()
+
+    async def attach(self) -> int:
+        reply = await self.post(f"/{self.session}", {"janus": "attach", "plugin": VIDEOROOM})
+        return int(reply["data"]["id"])
+
+    async def _poll(self) -> None:
+        try:
+            while True:
+                response = await self.http.get(f"{self.url}/{self.session}",
+                                               params={"maxev": 20}, timeout=45)
+                events = response.json()
+                for event in events if isinstance(events, list) else [events]:
+                    waiter = self.waiters.pop(event.get("transaction") or "", None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(event)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # surface it in the next publish
+            self.poll_error = exc
+            for waiter in self.waiters.values():
+                if not waiter.done():
+                    waiter.set_exception(BenchError(f"long poll failed: {exc!r}"))
+
+    async def plugin_request(self, handle: int, body: Json) -> Json:
+        reply = await self.post(f"/{self.session}/{handle}", {"janus": "message", "body": body})
+        data = (reply.get("plugindata") or {}).get("data") or {}
+        if "error_code" in data:
+            raise BenchError(f"{body.get('request')}: {data}")
+        return data
+
+    async def publish(self, offer: str, display: str) -> tuple[int, int, str]:
+        """Create room, attach, joinandconfigure: returns (handle, room, answer sdp)."""
+        if self.poll_error is not None:
+            raise BenchError(f"long poll failed: {self.poll_error!r}")
+        room = secrets.randbits(52) or 1
+        t0 = time.perf_counter()
+        await self.plugin_request(self.control, {
+            "request": "create", "room": room, "permanent": False, "publishers": 1,
+            "is_private": True, "videocodec": VIDEO_CODECS, "audiocodec": AUDIO_CODECS,
+            "bitrate": 0, "fir_freq": 0, "notify_joining": False, "admin_key": self.admin_key,
+        })
+        handle = 0
+        try:
+            t1 = time.perf_counter()
+            handle = await self.attach()
+            t2 = time.perf_counter()
+            transaction = secrets.token_hex(8)
+            future: asyncio.Future[Json] = asyncio.get_running_loop().create_future()
+            self.waiters[transaction] = future
+            try:
+                ack = await self.post(f"/{self.session}/{handle}", {
+                    "janus": "message", "transaction": transaction,
+                    "body": {"request": "joinandconfigure", "ptype": "publisher", "room": room,
+                             "display": display, "audio": True, "video": True},
+                    "jsep": {"type": "offer", "sdp": offer, "trickle": True},
+                })
+                if ack.get("janus") != "ack":
+                    raise BenchError(f"joinandconfigure: expected ack, got {ack}")
+                t3 = time.perf_counter()
+                event = await asyncio.wait_for(future, self.timeout)
+                t4 = time.perf_counter()
+                self.steps.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3))
+            finally:
+                self.waiters.pop(transaction, None)
+            data = (event.get("plugindata") or {}).get("data") or {}
+            jsep = event.get("jsep") or {}
+            if data.get("videoroom") != "joined" or jsep.get("type") != "answer":
+                raise BenchError(f"joinandconfigure: unexpected event {event}")
+            return handle, room, str(jsep["sdp"])
+        except BaseException:
+            await self.unpublish(handle, room)
+            raise
+
+    async def unpublish(self, handle: int, room: int) -> None:
+        if handle:
+            await self.post(f"/{self.session}/{handle}", {"janus": "detach"})
+        await self.plugin_request(self.control, {
+            "request": "destroy", "room": room, "permanent": False, "admin_key": self.admin_key})
+
+    async def close(self) -> None:
+        if self.poller is not None:
+            self.poller.cancel()
+            await asyncio.gather(self.poller, return_exceptions=True)
+        try:
+            if self.session:
+                await self.post(f"/{self.session}", {"janus": "destroy"})
+        finally:
+            await self.http.aclose()
+
+
+# --------------------------------------------------------------------------
+# the two sides, one publish each: return the time to the answer, plus teardown
+
+
+@dataclass
+class Side:
+    name: str
+    publish: Callable[[str, str], Awaitable[tuple[float, Callable[[], Awaitable[None]]]]]
+    sequential: list[float] = field(default_factory=list)
+    concurrent: list[float] = field(default_factory=list)
+    round_walls: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    # CPU seconds each process spent during this side's recorded sequential
+    # blocks (publish and teardown), from /proc/<pid>/stat.
+    cpu: dict[str, float] = field(default_factory=dict)
+
+
+class CpuMeter:
+    """utime + stime of a few processes (all their threads, dead ones too)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def read(self) -> dict[str, float]:
+        out = {}
+        for name, pid in self.pids.items():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[name] = (int(fields[11]) + int(fields[12])) / self.tick
+            except (OSError, IndexError, ValueError):
+                out[name] = float("nan")
+        return out
+
+    def add(self, into: dict[str, float], before: dict[str, float]) -> None:
+        after = self.read()
+        for name, value in after.items():
+            into[name] = into.get(name, 0.0) + value - before[name]
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy CPU seconds of the whole machine, wall seconds), from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), time.monotonic()
+
+
+CPU: CpuMeter | None = None
+
+
+def gateway_side(http: httpx.AsyncClient, base: str) -> Side:
+    async def publish(stream: str, offer: str) -> tuple[float, Callable[[], Awaitable[None]]]:
+        start = time.perf_counter()
+        response = await http.post(f"{base}/whip/{stream}", content=offer,
+                                   headers={"Content-Type": "application/sdp"})
+        elapsed = time.perf_counter() - start
+        if response.status_code != 201 or not response.text.startswith("v=0"):
+            raise BenchError(f"POST {stream}: {response.status_code} {response.text[:200]}")
+        location = urljoin(base + "/", response.headers["location"])
+
+        async def teardown() -> None:
+            reply = await http.delete(location)
+            if reply.status_code != 200:
+                raise BenchError(f"DELETE {location}: {reply.status_code}")
+
+        return elapsed, teardown
+
+    return Side("gateway", publish)
+
+
+def direct_side(janus: DirectJanus) -> Side:
+    async def publish(stream: str, offer: str) -> tuple[float, Callable[[], Awaitable[None]]]:
+        start = time.perf_counter()
+        handle, room, answer = await janus.publish(offer, stream)
+        elapsed = time.perf_counter() - start
+
+        async def teardown() -> None:
+            await janus.unpublish(handle, room)
+
+        if not answer.startswith("v=0"):
+            await teardown()
+            raise BenchError("the answer is not SDP")
+        return elapsed, teardown
+
+    return Side("direct", publish)
+
+
+async def run_sequential(side: Side, offers: list[str], start: int, count: int,
+                         record: bool = True) -> None:
+    before = CPU.read() if CPU and record else None
+    for i in range(start, start + count):
+        try:
+            elapsed, teardown = await side.publish(f"bench-{i}", offers[i % len(offers)])
+        except Exception as exc:
+            side.errors.append(f"{side.name} sequential {i}: {exc!r}")
+            continue
+        if record:
+            side.sequential.append(elapsed)
+        try:
+            await teardown()
+        except Exception as exc:  # the leak check at the end will show what stayed
+            side.errors.append(f"{side.name} sequential {i} teardown: {exc!r}")
+    if CPU and before is not None:
+        CPU.add(side.cpu, before)
+
+
+async def run_concurrent(side: Side, offers: list[str], round_no: int, width: int,
+                         record: bool = True) -> None:
+    async def one(j: int) -> tuple[float, Callable[[], Awaitable[None]]] | Exception:
+        try:
+            return await side.publish(f"bench-c{round_no}-{j}", offers[j % len(offers)])
+        except Exception as exc:
+            return exc
+
+    wall = time.perf_counter()
+    results = await asyncio.gather(*(one(j) for j in range(width)))
+    wall = time.perf_counter() - wall
+    teardowns = []
+    for j, result in enumerate(results):
+        if isinstance(result, Exception):
+            side.errors.append(f"{side.name} concurrent round {round_no} #{j}: {result!r}")
+            continue
+        elapsed, teardown = result
+        if record:
+            side.concurrent.append(elapsed)
+        teardowns.append(teardown())
+    if record:
+        side.round_walls.append(wall)
+    for outcome in await asyncio.gather(*teardowns, return_exceptions=True):
+        if isinstance(outcome, Exception):
+            side.errors.append(f"{side.name} concurrent round {round_no} teardown: {outcome!r}")
+
+
+def abba(index: int, a: Side, b: Side) -> tuple[Side, Side]:
+    """Block order A B B A A B B A ...: each side goes first equally often."""
+    return (a, b) if index % 4 in (0, 3) else (b, a)
+
+
+# --------------------------------------------------------------------------
+# processes and leftovers
+
+
+def janus_leftovers(admin_url: str, admin_secret: str, admin_key: str) -> Json:
+    """What Janus still holds: sessions, handles in them, VideoRoom rooms."""
+
+    def call(path: str, body: Json) -> Json:
+        body = {**body, "transaction": secrets.token_hex(8), "admin_secret": admin_secret}
+        reply = httpx.post(admin_url + path, json=body, timeout=5).json()
+        if reply.get("janus") == "error":
+            raise RuntimeError(f"admin {body['janus']}: {reply.get('error')}")
+        return reply
+
+    sessions = list(call("", {"janus": "list_sessions"}).get("sessions", []))
+    handles = {sid: list(call(f"/{sid}", {"janus": "list_handles"}).get("handles", []))
+               for sid in sessions}
+    reply = call("", {"janus": "message_plugin", "plugin": VIDEOROOM,
+                      "request": {"request": "list", "admin_key": admin_key}})
+    rooms = [r.get("room") for r in (reply.get("response") or {}).get("list", [])]
+    return {"sessions": len(sessions), "handles": sum(len(h) for h in handles.values()),
+            "rooms": len(rooms), "detail": {"handles": {str(k): v for k, v in handles.items()},
+                                            "rooms": rooms}}
+
+
+def gateway_command() -> list[str]:
+    script = Path(sys.executable).parent / "whip-gateway"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("whip-gateway")
+    return [found] if found else [sys.executable, "-m", "gateway.cli"]
+
+
+class GatewayProcess:
+    def __init__(self, janus: ManagedJanus, port: int, log_path: Path,
+                 wrapper: list[str], log_level: str | None, timing: Path | None = None,
+                 extra_env: list[str] | None = None) -> None:
+        cfg = janus.cfg
+        env = dict(os.environ)
+        env["WHIP_GATEWAY_JANUS"] = json.dumps([{
+            "url": cfg.api_url, "admin_url": cfg.admin_url,
+            "admin_secret": cfg.admin_secret, "plugin_admin_key": cfg.plugin_admin_key,
+        }])
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        for item in extra_env or []:
+            key, _, value = item.partition("=")
+            env[key] = value + os.pathsep + env[key] if key == "PYTHONPATH" else value
+        base = gateway_command()
+        if timing is not None:
+            env["WHIP_BENCH_TIMING"] = str(timing)
+        if timing is not None or any(k.startswith("WHIP_BENCH_") for k in env):
+            # The same CLI, with probes and/or experiments (bench/gateway_timing.py).
+            base = [sys.executable, str(Path(__file__).with_name("gateway_timing.py"))]
+        command = [*wrapper, *base, "serve", "--port", str(port)]
+        if log_level:
+            command += ["--log-level", log_level]
+        self.command = command
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(  # noqa: S603
+            command, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def wait_healthy(self, timeout: float) -> Json:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the gateway exited ({self.proc.returncode}):\n{self.log_tail()}")
+            try:
+                reply = httpx.get(f"{self.url}/healthz", timeout=1)
+                if reply.status_code == 200:
+                    return dict(reply.json())
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"the gateway was not healthy within {timeout} s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def kill_now(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+def start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(binary).exists():
+        raise RuntimeError("--py-spy: no py-spy binary (pip install py-spy)")
+    return subprocess.Popen(  # noqa: S603
+        [binary, "record", "--pid", str(pid), "--rate", "500", "--format", "raw",
+         "--nonblocking", "--output", str(out)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_py_spy(spy: subprocess.Popen[bytes] | None) -> None:
+    """py-spy writes its file when interrupted."""
+    if spy is not None and spy.poll() is None:
+        spy.send_signal(signal.SIGINT)
+        try:
+            spy.wait(20)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            spy.wait()
+
+
+# --------------------------------------------------------------------------
+# machine info and the report
+
+
+def machine_info(janus_info: Json) -> Json:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def version(module: str) -> str:
+        try:
+            from importlib.metadata import version as v
+            return v(module)
+        except Exception:
+            return "?"
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True,
+                                  text=True, timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return "?"
+
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "janus": janus_info.get("version_string", "?"),
+        "janus_server_name": janus_info.get("server-name", ""),
+        "gateway_commit": git("describe", "--always", "--dirty"),
+        "gateway_dirty_files": git("status", "--porcelain", "--", "gateway").splitlines(),
+        "packages": {m: version(m) for m in ("httpx", "uvicorn", "starlette", "aiortc")},
+        "loadavg": os.getloadavg(),
+    }
+
+
+def report(results: Json) -> str:
+    g, d = results["gateway"], results["direct"]
+    out = []
+    m = results["machine"]
+    out.append(f"machine: {m['nproc']} cores ({m['cpu']}), kernel {m['kernel']}, "
+               f"Python {m['python']}, Janus {m['janus']}")
+    out.append(f"gateway: {m['gateway_commit']}  httpx {m['packages']['httpx']}, "
+               f"uvicorn {m['packages']['uvicorn']}, starlette {m['packages']['starlette']}, "
+               f"aiortc {m['packages']['aiortc']}")
+    p = results["params"]
+    out.append(f"run: {p['sequential']} sequential + {p['rounds']}x{p['concurrent']} concurrent "
+               f"publishes per side, {p['offers']} distinct offers, blocks of {p['block']} (ABBA), "
+               f"{results['elapsed_s']:.1f} s")
+    out.append("")
+    out.append(f"{'POST -> answer (ms)':<28}{'gateway':>10}{'direct':>10}{'ratio':>8}")
+
+    def row(label: str, key: str, stat: str) -> None:
+        gv, dv = g[key][stat], d[key][stat]
+        ratio = gv / dv if dv else float("nan")
+        out.append(f"{label:<28}{gv:>10.2f}{dv:>10.2f}{ratio:>8.2f}")
+
+    row("sequential p50", "sequential", "p50_ms")
+    row("sequential p95", "sequential", "p95_ms")
+    row("sequential mean", "sequential", "mean_ms")
+    row(f"concurrent-{p['concurrent']} p50", "concurrent", "p50_ms")
+    row(f"concurrent-{p['concurrent']} p95", "concurrent", "p95_ms")
+    row(f"concurrent-{p['concurrent']} round wall", "round_wall", "p50_ms")
+    steps = results.get("direct_steps_ms") or {}
+    out.append("direct sequential, p50 per step (ms): "
+               + ", ".join(f"{k} {v:.2f}" for k, v in steps.items()))
+    for name, side in (("gateway", g), ("direct", d)):
+        cpu = side.get("cpu_ms_per_publish") or {}
+        out.append(f"CPU ms per sequential publish+teardown, {name:<7}: "
+                   + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+    load = results.get("cpu_load")
+    if load:
+        out.append(f"CPU while measuring: bench+gateway+Janus {load['ours_cores']:.2f} cores, "
+                   f"other processes {load['others_cores']:.2f} cores (of {m['nproc']}; "
+                   "figures from a busy machine are noisier)")
+    out.append("")
+    t = results["targets"]
+    out.append(f"target sequential gateway/direct p50 <= {TARGET_RATIO_P50:.2f}: "
+               f"{t['ratio_p50']:.2f}  {'PASS' if t['ratio_p50_ok'] else 'MISS'}")
+    out.append(f"target concurrent-{p['concurrent']} gateway p95 <= {TARGET_CONCURRENT_P95_MS:.0f} ms: "
+               f"{t['concurrent_p95_ms']:.1f} ms  {'PASS' if t['concurrent_p95_ok'] else 'MISS'}")
+    out.append(f"(sequential p95 ratio {t['ratio_p95']:.2f}; concurrent ratio p50 "
+               f"{t['concurrent_ratio_p50']:.2f}, p95 {t['concurrent_ratio_p95']:.2f})")
+    errors = results["gateway"]["errors"] + results["direct"]["errors"]
+    out.append(f"errors: {len(errors)}" + ("".join(f"\n  {e}" for e in errors[:10])))
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------
+# the run
+
+
+async def measure(args: argparse.Namespace, janus: ManagedJanus, gateway: GatewayProcess,
+                  results: Json) -> None:
+    cfg = janus.cfg
+    t0 = time.perf_counter()
+    pcs, offers = await make_offers(args.offers)
+    results["offer_gathering_s"] = time.perf_counter() - t0
+    direct = DirectJanus(cfg.api_url, cfg.plugin_admin_key, args.request_timeout)
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(args.request_timeout),
+        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64,
+                            keepalive_expiry=KEEPALIVE_S),
+    )
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        await direct.start()
+        global CPU
+        CPU = CpuMeter({"janus": janus.proc.pid, "gateway": gateway.proc.pid,  # type: ignore[union-attr]
+                        "bench": os.getpid()})
+        gw, dr = gateway_side(http, gateway.url), direct_side(direct)
+        # Warm-up, not recorded: connections, code paths, Janus's first rooms.
+        for side in (gw, dr):
+            await run_sequential(side, offers, 10_000, args.warmup, record=False)
+        direct.steps.clear()
+        if args.py_spy:
+            spy = start_py_spy(gateway.proc.pid, args.py_spy)
+        busy0, ours0 = machine_busy(), CPU.read()
+        block = args.block
+        done, index = 0, 0
+        while done < args.sequential:
+            count = min(block, args.sequential - done)
+            for side in abba(index, gw, dr):
+                await run_sequential(side, offers, done, count)
+            done += count
+            index += 1
+        sequential_steps = list(direct.steps)
+        # Warm the connection pools for the concurrent part (kept shorter-lived
+        # than the servers' idle timeouts, so none is stale when reused).
+        for side in (gw, dr):
+            await run_concurrent(side, offers, 10_000, args.concurrent, record=False)
+        for r in range(args.rounds):
+            for side in abba(r, gw, dr):
+                await run_concurrent(side, offers, r, args.concurrent)
+        busy1, ours1 = machine_busy(), CPU.read()
+        stop_py_spy(spy)
+        wall = busy1[1] - busy0[1]
+        ours = sum(ours1[k] - ours0[k] for k in ours0)
+        results["cpu_load"] = {
+            "wall_s": wall,
+            "ours_cores": ours / wall,
+            "others_cores": max(busy1[0] - busy0[0] - ours, 0.0) / wall,
+        }
+        # With the gateway still up: only its session and its 2 control
+        # handles, plus ours (1 control handle), may remain, and no room.
+        results["leftovers_during"] = await asyncio.to_thread(
+            janus_leftovers, cfg.admin_url, cfg.admin_secret, cfg.plugin_admin_key)
+        for side in (gw, dr):
+            results[side.name] = {
+                "sequential": summary(side.sequential),
+                "concurrent": summary(side.concurrent),
+                "round_wall": summary(side.round_walls),
+                "errors": side.errors,
+                "cpu_ms_per_publish": {k: v * 1000 / max(len(side.sequential), 1)
+                                       for k, v in side.cpu.items()},
+                "samples_ms": {"sequential": [s * 1000 for s in side.sequential],
+                               "concurrent": [s * 1000 for s in side.concurrent]},
+            }
+        results["direct_steps_ms"] = {
+            name: percentile([step[i] * 1000 for step in sequential_steps], 50)
+            for i, name in enumerate(("create_room", "attach", "join_post_to_ack",
+                                      "ack_to_event"))
+        }
+    finally:
+        stop_py_spy(spy)
+        await http.aclose()
+        await asyncio.gather(direct.close(), return_exceptions=True)
+        await asyncio.gather(*(pc.close() for pc in pcs), return_exceptions=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sequential", type=int, default=200, help="sequential publishes per side")
+    parser.add_argument("--concurrent", type=int, default=20, help="publishes at once per round")
+    parser.add_argument("--rounds", type=int, default=5, help="concurrent rounds per side")
+    parser.add_argument("--offers", type=int, default=20, help="distinct aiortc offers in the pool")
+    parser.add_argument("--block", type=int, default=20, help="sequential publishes per ABBA block")
+    parser.add_argument("--warmup", type=int, default=10, help="unrecorded publishes per side first")
+    parser.add_argument("--json", type=Path, help="write every figure and sample here")
+    parser.add_argument("--request-timeout", type=float, default=10.0, help="per request, seconds")
+    parser.add_argument("--max-seconds", type=float, default=900.0, help="cap on the whole run")
+    parser.add_argument("--gateway-log-level", choices=["debug", "info", "warning", "error"],
+                        help="passed to serve as --log-level (default: the gateway's own, info)")
+    parser.add_argument("--gateway-wrapper", default="",
+                        help="command put before the gateway's argv (it must pass SIGTERM on)")
+    parser.add_argument("--py-spy", type=Path, metavar="FILE",
+                        help="sample the gateway with py-spy (found on PATH or beside python) "
+                             "during the timed part; collapsed stacks (raw format) go to FILE")
+    parser.add_argument("--gateway-timing", type=Path, metavar="FILE",
+                        help="run the gateway with timing probes (bench/gateway_timing.py), "
+                             "write per-POST stage times to FILE and print their medians")
+    parser.add_argument("--gateway-env", action="append", metavar="KEY=VALUE",
+                        help="extra environment for the gateway only (PYTHONPATH is prepended), "
+                             "e.g. to try it with other packages; repeatable")
+    parser.add_argument("--keep-logs", type=Path, help="copy the gateway and Janus logs here")
+    args = parser.parse_args(argv)
+    for name in ("sequential", "concurrent", "rounds", "offers", "block"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # First, before any thread exists: namespaces are per thread.
+    try:
+        enter_private_netns()
+    except SandboxUnavailable as exc:
+        print(f"whip_setup: {exc} (run it with sudo)", file=sys.stderr)
+        return 2
+
+    janus: ManagedJanus | None = None
+    gateway: GatewayProcess | None = None
+    workdir = Path(tempfile.mkdtemp(prefix="whip-bench-"))
+
+    def hard_stop(signum: int, _frame: Any) -> None:
+        # The asyncio cap did not end the run: kill the children, leave.
+        print(f"whip_setup: run-time cap exceeded by far (signal {signum}); killing",
+              file=sys.stderr)
+        if gateway is not None:
+            gateway.kill_now()
+        if janus is not None and janus.proc is not None and janus.proc.poll() is None:
+            janus.proc.kill()
+        os._exit(124)
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started in background
+    signal.signal(signal.SIGALRM, hard_stop)
+    signal.alarm(int(args.max_seconds) + 60)
+    results: Json = {"params": {k: (str(v) if isinstance(v, Path) else v)
+                                for k, v in vars(args).items()}}
+    status = 1
+    started = time.perf_counter()
+    try:
+        janus = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE))
+        janus.start()
+        janus_info = httpx.get(f"{janus.cfg.api_url}/info", timeout=5).json()
+        gateway = GatewayProcess(janus, free_port(), workdir / "gateway.log",
+                                 args.gateway_wrapper.split(), args.gateway_log_level,
+                                 args.gateway_timing, args.gateway_env)
+        health = gateway.wait_healthy(30)
+        results["machine"] = machine_info(janus_info)
+        results["gateway_health"] = health
+        results["gateway_command"] = gateway.command
+        results["gateway_env"] = args.gateway_env or []
+        print(f"Janus {janus_info.get('version_string')} at {janus.cfg.api_url}; "
+              f"gateway at {gateway.url} (pid {gateway.proc.pid}); measuring ...", flush=True)
+
+        async def bounded() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+            remaining = args.max_seconds - (time.perf_counter() - started)
+            await asyncio.wait_for(measure(args, janus, gateway, results), max(remaining, 1))
+
+        asyncio.run(bounded())
+        results["elapsed_s"] = time.perf_counter() - started
+        status = 0
+    except asyncio.TimeoutError:
+        print(f"whip_setup: the run hit the cap of {args.max_seconds} s", file=sys.stderr)
+    except asyncio.CancelledError:
+        print("whip_setup: stopped by SIGTERM", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("whip_setup: interrupted", file=sys.stderr)
+        status = 130
+    except Exception as exc:  # report, then clean up
+        print(f"whip_setup: {exc!r}", file=sys.stderr)
+        if gateway is not None:
+            print(gateway.log_tail(), file=sys.stderr)
+    finally:
+        if gateway is not None:
+            results["gateway_exit"] = gateway.stop()
+        if janus is not None:
+            if janus.running():
+                try:
+                    results["leftovers"] = janus_leftovers(
+                        janus.cfg.admin_url, janus.cfg.admin_secret, janus.cfg.plugin_admin_key)
+                except Exception as exc:
+                    print(f"whip_setup: leak check failed: {exc!r}", file=sys.stderr)
+                    status = status or 1
+            if args.keep_logs:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                for path in (janus.log_path, workdir / "gateway.log"):
+                    if path.exists():
+                        shutil.copy(path, args.keep_logs / path.name)
+            janus.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+        signal.alarm(0)
+
+    if status == 0:
+        g, d = results["gateway"], results["direct"]
+        ratio = g["sequential"]["p50_ms"] / d["sequential"]["p50_ms"]
+        results["targets"] = {
+            "ratio_p50": ratio,
+            "ratio_p50_ok": ratio <= TARGET_RATIO_P50,
+            "ratio_p95": g["sequential"]["p95_ms"] / d["sequential"]["p95_ms"],
+            "concurrent_p95_ms": g["concurrent"]["p95_ms"],
+            "concurrent_p95_ok": g["concurrent"]["p95_ms"] <= TARGET_CONCURRENT_P95_MS,
+            "concurrent_ratio_p50": g["concurrent"]["p50_ms"] / d["concurrent"]["p50_ms"],
+            "concurrent_ratio_p95": g["concurrent"]["p95_ms"] / d["concurrent"]["p95_ms"],
+        }
+        print()
+        print(report(results))
+        during = results.get("leftovers_during", {})
+        if args.gateway_timing and args.gateway_timing.exists():
+            from gateway_timing import summarize  # bench/ is on sys.path as the script's folder
+
+            print()
+            print(summarize(args.gateway_timing, g["sequential"]["p50_ms"]))
+        print(f"while running: {during.get('sessions')} Janus sessions, {during.get('handles')} "
+              f"handles (expected 2 sessions, 3 control handles), {during.get('rooms')} rooms")
+    left = results.get("leftovers")
+    if left is not None:
+        total = left["sessions"] + left["handles"] + left["rooms"]
+        print(f"left in Janus after the run: {left['sessions']} sessions, {left['handles']} "
+              f"handles, {left['rooms']} rooms -> {total} (target 0)")
+        results["leftover_total"] = total
+        if total and status == 0:
+            status = 1
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(f"wrote {args.json}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
