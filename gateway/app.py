@@ -40,10 +40,12 @@ async def list_streams(request: Request) -> JSONResponse:
 async def health(request: Request) -> JSONResponse:
     backend: Backend = request.app.state.backend
     nodes = {
-        n.name: {"healthy": n.healthy, "version": n.version_string, "load": n.load}
+        n.name: {"healthy": n.healthy, "role": n.role, "version": n.version_string, "load": n.load}
         for n in backend.pool.nodes
     }
-    ok = any(n["healthy"] for n in nodes.values())
+    # Healthy when publishers and viewers both have somewhere to go.
+    roles = {n.role for n in backend.pool.healthy()}
+    ok = "both" in roles or {"ingest", "egress"} <= roles
     return JSONResponse({"ok": ok, "nodes": nodes}, status_code=200 if ok else 503)
 
 

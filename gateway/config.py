@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
@@ -48,10 +48,14 @@ class IceServer(BaseModel):
         return self
 
 
+NodeRole = Literal["ingest", "egress", "both"]
+
+
 class JanusNodeSettings(BaseModel):
     """A Janus node the gateway uses instead of starting its own."""
 
     url: str
+    role: NodeRole = Field("both", description="ingest: publishers; egress: viewers; both")
     admin_url: str | None = None
     admin_secret: str | None = None
     api_secret: str | None = None
@@ -83,7 +87,10 @@ class Settings(BaseSettings):
     janus_ice_enforce_list: str | None = Field(
         None, description="Interfaces the managed Janus gathers candidates on"
     )
-    janus_ice_lite: bool = False
+    janus_ice_lite: bool = Field(False, description="managed ingest Janus: ICE-lite mode")
+    janus_separate_egress: bool = Field(
+        True, description="managed mode: a second, ICE-lite Janus serves the viewers"
+    )
     janus_nat_1_1_mapping: str | None = None
     janus_stun_server: str | None = Field(None, description="host:port for the managed Janus")
     janus_rtp_port_range: str = Field("20000-40000", pattern=r"^\d+-\d+$")

@@ -35,18 +35,18 @@ class NodePool:
     def healthy(self) -> list[JanusNode]:
         return [n for n in self.nodes if n.healthy]
 
-    def _least_loaded(self) -> JanusNode:
-        candidates = self.healthy()
+    def _least_loaded(self, role: str) -> JanusNode:
+        candidates = [n for n in self.healthy() if n.role in (role, "both")]
         if not candidates:
-            raise MediaServerUnavailable("no Janus node is up", retry_after=2)
+            raise MediaServerUnavailable(f"no {role} Janus node is up", retry_after=2)
         return min(candidates, key=lambda n: n.load)
 
     def for_publisher(self) -> JanusNode:
-        return self._least_loaded()
+        return self._least_loaded("ingest")
 
     def for_viewer(self) -> JanusNode:
-        """Every node serves viewers today; dedicated egress nodes will narrow this."""
-        return self._least_loaded()
+        """The least-loaded egress node (a mountpoint there is fed by rtp_forward)."""
+        return self._least_loaded("egress")
 
     async def wait_healthy(self, timeout: float) -> bool:
         deadline = asyncio.get_running_loop().time() + timeout

@@ -62,47 +62,78 @@ def janus() -> Iterator[ManagedJanus]:
     process.stop()
 
 
+@pytest.fixture(scope="session")
+def janus_lite() -> Iterator[ManagedJanus]:
+    """A second Janus 1.1.2 in ICE-lite mode, as a dedicated egress node."""
+    process = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, ice_lite=True,
+                                              rtp_port_range="40001-45000",
+                                              streaming_port_range="45001-50000"))
+    process.start()
+    yield process
+    process.stop()
+
+
 @dataclass
 class Leaks:
-    admin: JanusAdmin
-    plugin_admin_key: str
+    """Janus's own view of what the gateway holds, on every node of a test."""
+
+    admins: list[tuple[JanusAdmin, str]]  # (admin API, plugin admin key) per node
+
+    @property
+    def admin(self) -> JanusAdmin:
+        """The first (ingest) node's admin API."""
+        return self.admins[0][0]
+
+    async def _list(self, plugin: str, key: str) -> list[int]:
+        found = []
+        for admin, admin_key in self.admins:
+            reply = await admin.message_plugin(plugin, {"request": "list", "admin_key": admin_key})
+            found += [entry[key] for entry in reply.get("list", [])]
+        return found
 
     async def rooms(self) -> list[int]:
-        reply = await self.admin.message_plugin(
-            "janus.plugin.videoroom", {"request": "list", "admin_key": self.plugin_admin_key})
-        return [r["room"] for r in reply.get("list", [])]
+        return await self._list("janus.plugin.videoroom", "room")
 
     async def mountpoints(self) -> list[int]:
-        reply = await self.admin.message_plugin(
-            "janus.plugin.streaming", {"request": "list", "admin_key": self.plugin_admin_key})
-        return [m["id"] for m in reply.get("list", [])]
+        return await self._list("janus.plugin.streaming", "id")
 
     async def assert_only_control_handles(self, gateways: int = 1) -> None:
-        handles = await self.admin.all_handles()
-        assert len(handles) <= gateways, f"more than the gateways' own Janus sessions: {handles}"
-        for session, hs in handles.items():
-            assert len(hs) == 2, f"session {session} holds handles beyond the 2 control ones: {hs}"
+        for admin, _ in self.admins:
+            handles = await admin.all_handles()
+            assert len(handles) <= gateways, f"more than the gateways' own Janus sessions: {handles}"
+            for session, hs in handles.items():
+                assert len(hs) == 2, f"session {session} holds handles beyond the 2 control ones: {hs}"
         assert await self.rooms() == [], "a VideoRoom room was left behind"
         assert await self.mountpoints() == [], "a Streaming mountpoint was left behind"
 
     async def assert_nothing(self) -> None:
-        assert await self.admin.sessions() == [], "a Janus session was left behind"
+        for admin, _ in self.admins:
+            assert await admin.sessions() == [], "a Janus session was left behind"
         assert await self.rooms() == []
         assert await self.mountpoints() == []
 
 
+Topology = list[tuple[ManagedJanus, str]]  # (Janus, role) per node
+
+
 @pytest.fixture
-def janus_node(janus: ManagedJanus) -> ManagedJanus:
-    """The Janus a test's gateways use; a module may override it (e.g. with
-    ``params`` over Janus versions)."""
+def janus_node(janus: ManagedJanus) -> ManagedJanus | Topology:
+    """The Janus a test's gateways use: one node, or a list of (node, role).
+    A module may override it, e.g. with ``params`` over versions and topologies."""
     return janus
 
 
+def topology(janus_node: ManagedJanus | Topology) -> Topology:
+    return janus_node if isinstance(janus_node, list) else [(janus_node, "both")]
+
+
 @pytest.fixture
-async def leaks(janus_node: ManagedJanus) -> AsyncIterator[Leaks]:
-    admin = JanusAdmin(janus_node.cfg.admin_url, janus_node.cfg.admin_secret)
-    yield Leaks(admin, janus_node.cfg.plugin_admin_key)
-    await admin.close()
+async def leaks(janus_node: ManagedJanus | Topology) -> AsyncIterator[Leaks]:
+    admins = [(JanusAdmin(j.cfg.admin_url, j.cfg.admin_secret), j.cfg.plugin_admin_key)
+              for j, _ in topology(janus_node)]
+    yield Leaks(admins)
+    for admin, _ in admins:
+        await admin.close()
 
 
 @dataclass
@@ -121,21 +152,22 @@ class RunningGateway:
 GatewayFactory = Callable[..., Awaitable[RunningGateway]]
 
 
-def janus_settings(janus: ManagedJanus) -> JanusNodeSettings:
+def janus_settings(janus: ManagedJanus, role: str = "both") -> JanusNodeSettings:
     return JanusNodeSettings(
-        url=janus.cfg.api_url, admin_url=janus.cfg.admin_url,
+        url=janus.cfg.api_url, admin_url=janus.cfg.admin_url, role=role,  # type: ignore[arg-type]
         admin_secret=janus.cfg.admin_secret, plugin_admin_key=janus.cfg.plugin_admin_key,
     )
 
 
 @pytest.fixture
-async def start_gateway(janus_node: ManagedJanus, leaks: Leaks) -> AsyncIterator[GatewayFactory]:
+async def start_gateway(janus_node: ManagedJanus | Topology,
+                        leaks: Leaks) -> AsyncIterator[GatewayFactory]:
     """Start gateways on the shared Janus; check for leftovers when the test ends."""
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
 
     async def start(**overrides: Any) -> RunningGateway:
         port = free_port()
-        overrides.setdefault("janus", [janus_settings(janus_node)])
+        overrides.setdefault("janus", [janus_settings(j, role) for j, role in topology(janus_node)])
         settings = load_settings(host="127.0.0.1", port=port, **overrides)
         app = create_app(settings)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,

@@ -30,9 +30,11 @@ class JanusNode:
         *,
         plugin_admin_key: str | None = None,
         admin: JanusAdmin | None = None,
+        role: str = "both",
         reconnect_interval: float = 0.5,
     ) -> None:
         self.name = name
+        self.role = role  # "ingest", "egress" or "both"
         self.client = client
         # Where other nodes send RTP for this node's mountpoints.
         self.media_host = urlsplit(client.url).hostname or "127.0.0.1"

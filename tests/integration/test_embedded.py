@@ -71,6 +71,43 @@ async def publish_obs(http: httpx.AsyncClient, url: str) -> None:
         await pc.close()
 
 
+def _ice_lite(pid: int) -> bool:
+    """Whether the Janus with ``pid`` was configured ICE-lite (its -C file says)."""
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    config = Path(args[args.index(b"-C") + 1].decode())
+    return "ice_lite = true" in config.read_text()
+
+
+async def watch_once(http: httpx.AsyncClient, url: str) -> None:
+    """A WHEP viewer on the embedded egress node decodes frames."""
+    from aiortc import RTCSessionDescription
+
+    from tests.viewers import aiortc_viewer
+
+    publisher = await aiortc_publisher()
+    whip = WhipSession(f"{url}/whip/live", token="k", http=http)
+    pc, frames = await aiortc_viewer()
+    try:
+        assert (await whip.post_offer(publisher.localDescription.sdp)).status_code == 201
+        await answer(publisher, whip)
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            r = await http.post(f"{url}/whep/live", content=pc.localDescription.sdp,
+                                headers={"Content-Type": "application/sdp"})
+            if r.status_code != 409:
+                break
+            assert asyncio.get_running_loop().time() < deadline, "stream never went live"
+            await asyncio.sleep(0.2)
+        assert r.status_code == 201, r.text
+        await pc.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+        await frames.wait(10)
+        assert (await http.delete(r.headers["location"])).status_code == 200
+        assert (await whip.delete()).status_code == 200
+    finally:
+        await pc.close()
+        await publisher.close()
+
+
 async def test_embedded_janus_is_started_restarted_and_stopped() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -82,16 +119,23 @@ async def test_embedded_janus_is_started_restarted_and_stopped() -> None:
     try:
         async with httpx.AsyncClient(timeout=10) as http:
             health = await wait_health(http, url, ok=True)
-            assert health["nodes"]["local"]["version"] == "1.1.2"
-            [janus_pid] = janus_children(proc.pid)
+            assert {name: (n["role"], n["version"]) for name, n in health["nodes"].items()} == {
+                "ingest": ("ingest", "1.1.2"), "egress": ("egress", "1.1.2")}
+            pids = janus_children(proc.pid)
+            assert len(pids) == 2, "an ingest Janus and an ICE-lite egress Janus"
+            assert sorted(_ice_lite(pid) for pid in pids) == [False, True]
             await publish_obs(http, url)
+            await watch_once(http, url)
 
-            os.kill(janus_pid, signal.SIGKILL)
+            killed = pids[0]
+            os.kill(killed, signal.SIGKILL)
             await wait_health(http, url, ok=False, timeout=5)
             await wait_health(http, url, ok=True)
-            [restarted] = janus_children(proc.pid)
-            assert restarted != janus_pid
+            now = janus_children(proc.pid)
+            assert len(now) == 2 and killed not in now
+            restarted = now[-1]
             await publish_obs(http, url)
+            await watch_once(http, url)
 
         proc.send_signal(signal.SIGTERM)
         # uvicorn shuts down cleanly, then re-raises the signal it caught

@@ -328,6 +328,12 @@ async def _go_live(start_gateway: GatewayFactory, leaks: Leaks, env: dict[str, s
 
     patches = http.of("PATCH")
     if trickle:
+        # The client batches candidates every 100 ms; media can flow (from
+        # peer-reflexive checks) before its PATCH lands, so give it a moment.
+        deadline = asyncio.get_running_loop().time() + 5
+        while not patches and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+            patches = http.of("PATCH")
         assert patches, live.context("the client trickled nothing")
         for patch in patches:
             assert patch.status == 204, live.context("a trickle PATCH was refused")

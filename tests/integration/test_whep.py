@@ -1,16 +1,19 @@
 """WHEP (draft-ietf-wish-whep-03) against real Janus: 1.1.2 and 1.4.x.
 
-Viewers are aiortc peers that decode frames.  Every test runs twice: on
-Debian 12's Janus 1.1.2, which cannot take a viewer's offer (the bridged
-path, ``gateway.sdp_bridge``), and on Debian sid's 1.4.x from
-``deploy/janus-sid.sh`` (the native path; skipped without the chroot).
+Viewers are aiortc peers that decode frames.  Every test runs three times:
+- on Debian 12's Janus 1.1.2, which cannot take a viewer's offer (the
+  bridged path, ``gateway.sdp_bridge``);
+- on two 1.1.2 nodes: publishers on a full-ICE ingest node, viewers on an
+  ICE-lite egress node fed by rtp_forward (the embedded default's shape);
+- on Debian sid's 1.4.x from ``deploy/janus-sid.sh`` (the native path;
+  skipped without the chroot).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 import httpx
 import pytest
@@ -19,7 +22,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from gateway import sdp
 from gateway.clients.whip import WhipSession
 from gateway.janus.process import ManagedJanus
-from tests.conftest import GatewayFactory, Leaks, RunningGateway
+from tests.conftest import GatewayFactory, Leaks, RunningGateway, Topology
 from tests.integration.test_whip import assert_problem, wait_stream
 from tests.publishers import aiortc_publisher, answer
 from tests.viewers import Frames, aiortc_viewer, with_payload_types
@@ -30,8 +33,11 @@ SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 LAYER_REL = "urn:ietf:params:whep:ext:core:layer"
 
 
-@pytest.fixture(params=["janus-1.1.2", "janus-1.4"])
-def janus_node(request: pytest.FixtureRequest) -> ManagedJanus:
+@pytest.fixture(params=["janus-1.1.2", "ingest+ice-lite-egress", "janus-1.4"])
+def janus_node(request: pytest.FixtureRequest) -> ManagedJanus | Topology:
+    if request.param == "ingest+ice-lite-egress":
+        return [(request.getfixturevalue("janus"), "ingest"),
+                (request.getfixturevalue("janus_lite"), "egress")]
     return request.getfixturevalue("janus" if request.param == "janus-1.1.2" else "janus_new")
 
 
@@ -293,9 +299,11 @@ async def test_viewer_tokens(start_gateway: GatewayFactory, http: httpx.AsyncCli
 # -- server-sent events extension ---------------------------------------------
 
 
-async def read_events(http: httpx.AsyncClient, url: str, want: int,
-                      timeout: float = 10.0) -> list[tuple[str, dict]]:
-    """Read ``want`` events from an event stream, checking one data line each."""
+async def read_events(http: httpx.AsyncClient, url: str, want: int, timeout: float = 10.0,
+                      until: Callable[[tuple[str, dict]], bool] | None = None,
+                      ) -> list[tuple[str, dict]]:
+    """Read ``want`` events (or up to the first that satisfies ``until``) from
+    an event stream, checking one data line each."""
     events: list[tuple[str, dict]] = []
     async with http.stream("GET", url, timeout=timeout) as response:
         assert response.status_code == 200
@@ -310,7 +318,7 @@ async def read_events(http: httpx.AsyncClient, url: str, want: int,
                 assert len(data_lines) == 1, "one data line per event"
                 events.append((name, json.loads(data_lines[0])))
                 name, data_lines = None, []
-                if len(events) >= want:
+                if len(events) >= want or (until is not None and until(events[-1])):
                     break
     return events
 
