@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from . import whep, whip
 from .web import pages
-from .auth import StreamKeys
+from .auth import StreamKeys, ViewerTokens
 from .config import Settings
 from .egress import Egress, EgressPolicy
 from .errors import GatewayError
@@ -64,7 +64,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     )
 
     egress = Egress(
-        backend.pool, ingest, StreamKeys(settings.viewer_keys), EventHub(),
+        backend.pool, ingest, ViewerTokens(settings.viewer_keys, settings.viewer_jwt_secret),
+        EventHub(),
         EgressPolicy(
             viewer_connect_timeout=settings.viewer_connect_timeout,
             mountpoint_grace=settings.mountpoint_grace,

@@ -8,6 +8,9 @@ RFC 9725 section 4.7.1: the key travels as ``Authorization: Bearer <key>``
 from __future__ import annotations
 
 import hmac
+import time
+
+import jwt
 
 from .errors import AuthenticationRequired, Forbidden
 
@@ -30,6 +33,51 @@ class StreamKeys:
             raise AuthenticationRequired(f"stream {stream!r} needs a publish key")
         if not hmac.compare_digest(presented.encode(), expected):
             raise Forbidden(f"that key does not publish stream {stream!r}")
+
+
+class ViewerTokens(StreamKeys):
+    """Who may watch: a static token per stream, or a signed JWT.
+
+    With ``jwt_secret`` set, every stream needs a token, and an HS256 JWT
+    whose ``stream`` claim names the stream (or ``"*"``) and whose ``exp``
+    has not passed is accepted; ``whip-gateway viewer-token`` mints one.
+    Static per-stream tokens keep working beside it.
+    """
+
+    def __init__(self, keys: dict[str, str], jwt_secret: str | None = None) -> None:
+        super().__init__(keys)
+        self._secret = jwt_secret
+
+    def required_for(self, stream: str) -> bool:
+        return self._secret is not None or super().required_for(stream)
+
+    def check(self, stream: str, presented: str | None) -> None:
+        if self._secret is None:
+            super().check(stream, presented)
+            return
+        if not presented:
+            raise AuthenticationRequired(f"stream {stream!r} needs a viewer token")
+        if presented.count(".") == 2:
+            try:
+                claims = jwt.decode(presented, self._secret, algorithms=["HS256"],
+                                    options={"require": ["exp", "stream"]})
+            except jwt.ExpiredSignatureError:
+                raise AuthenticationRequired("the viewer token has expired",
+                                             error="invalid_token") from None
+            except jwt.InvalidTokenError:
+                raise Forbidden("the viewer token is not valid") from None
+            if claims["stream"] not in (stream, ANY_STREAM):
+                raise Forbidden(f"the viewer token is not for stream {stream!r}")
+            return
+        if stream in self._keys or ANY_STREAM in self._keys:
+            super().check(stream, presented)
+            return
+        raise Forbidden("the viewer token is not valid")
+
+
+def mint_viewer_token(secret: str, stream: str, ttl: float) -> str:
+    """An HS256 JWT for ``ViewerTokens``: claims ``stream`` and ``exp``."""
+    return jwt.encode({"stream": stream, "exp": int(time.time() + ttl)}, secret, algorithm="HS256")
 
 
 def token_from(authorization: str | None, query_token: str | None) -> str | None:

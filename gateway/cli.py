@@ -55,6 +55,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "janus": [_janus_node(u) for u in args.janus] if args.janus else None,
         "janus_ice_enforce_list": args.janus_interface,
         "stream_keys": _pairs(args.stream_key, "--stream-key"),
+        "viewer_keys": _pairs(args.viewer_key, "--viewer-key"),
         "ice_servers": [_ice_server(v) for v in args.ice_server] if args.ice_server else None,
         "log_level": args.log_level,
     }
@@ -362,10 +363,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ice-server", action="append", metavar="URL[,USER,CREDENTIAL]",
                    help="STUN/TURN server announced in Link headers; repeatable")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    s.add_argument("--viewer-key", action="append", metavar="STREAM=TOKEN",
+                   help='viewer token for a stream ("*" for every stream); repeatable')
     s.set_defaults(run=serve)
+
+    t = commands.add_parser("viewer-token", help="mint a signed viewer token (JWT)")
+    t.add_argument("stream", help='the stream it opens ("*" for every stream)')
+    t.add_argument("--ttl", type=float, default=3600, help="seconds it stays valid (default 3600)")
+    t.add_argument("--config", type=Path, help="TOML settings file holding viewer_jwt_secret")
+    t.set_defaults(run=viewer_token)
 
     _add_client_commands(commands)
     return parser
+
+
+def viewer_token(args: argparse.Namespace) -> int:
+    from .auth import mint_viewer_token
+
+    settings = load_settings(args.config)
+    if not settings.viewer_jwt_secret:
+        raise SettingsError("viewer_jwt_secret is not set (WHIP_GATEWAY_VIEWER_JWT_SECRET or --config)")
+    print(mint_viewer_token(settings.viewer_jwt_secret, args.stream, args.ttl))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -105,6 +105,10 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Stream name -> viewer token; "*" applies to every stream. Empty: open viewing',
     )
+    viewer_jwt_secret: str | None = Field(
+        None, min_length=16,
+        description="HS256 secret: every stream then needs a viewer token (JWT with a stream claim)",
+    )
     whep_counter_offer: bool = Field(
         False, description="answer every WHEP POST with a 406 counter-offer (draft-03)"
     )

@@ -371,3 +371,37 @@ async def test_publisher_reconnect_keeps_viewers_playing(
         assert (await http.delete(r.headers["location"])).status_code == 200
     finally:
         await pc.close()
+
+
+async def test_signed_viewer_tokens(start_gateway: GatewayFactory, http: httpx.AsyncClient) -> None:
+    """With viewer_jwt_secret, a JWT minted by ``whip-gateway viewer-token``
+    opens its stream only, until it expires."""
+    import subprocess
+    import sys
+
+    secret = "s" * 32
+    gw = await start_gateway(viewer_jwt_secret=secret)
+    publisher = await start_publisher(gw, http, "jwt")
+    minted = subprocess.run([sys.executable, "-m", "gateway.cli", "viewer-token", "jwt", "--ttl", "60"],
+                            capture_output=True, text=True, check=True,
+                            env={"WHIP_GATEWAY_VIEWER_JWT_SECRET": secret, "PATH": "/usr/bin:/bin"})
+    token = minted.stdout.strip()
+    from gateway.auth import mint_viewer_token
+    pc, frames = await aiortc_viewer()
+    try:
+        assert_problem(await watch(http, gw.whep("jwt"), pc), 401)
+        other = mint_viewer_token(secret, "other", 60)
+        assert_problem(await watch(http, gw.whep("jwt"), pc, headers={"Authorization": f"Bearer {other}"}), 403)
+        expired = mint_viewer_token(secret, "jwt", -5)
+        r = await watch(http, gw.whep("jwt"), pc, headers={"Authorization": f"Bearer {expired}"})
+        assert_problem(r, 401)
+        assert 'error="invalid_token"' in r.headers["www-authenticate"]
+        forged = mint_viewer_token("x" * 32, "jwt", 60)
+        assert_problem(await watch(http, gw.whep("jwt"), pc, headers={"Authorization": f"Bearer {forged}"}), 403)
+        r = await watch(http, gw.whep("jwt"), pc, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 201, r.text
+        await frames.wait(5)
+        assert (await http.delete(r.headers["location"], headers={"Authorization": f"Bearer {token}"})).status_code == 200
+    finally:
+        await pc.close()
+        await publisher.stop()
