@@ -129,6 +129,11 @@ class Settings(BaseSettings):
         5.0, gt=0, description="seconds without media before a publisher is dropped"
     )
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
+    instance_name: str = Field(
+        "whip-gateway", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="tag on everything this gateway makes in Janus; at start it frees what "
+        "carries its tag. Gateways sharing a Janus need different names",
+    )
 
     @field_validator("public_url")
     @classmethod

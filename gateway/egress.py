@@ -369,7 +369,7 @@ class Egress:
                                pt=pts.get(kind, BASE_PT[kind]), fmtp=fmtp, simulcast=simulcast)
                      for kind, codec, fmtp, simulcast in egress.signature if kind in pts]
             try:
-                mountpoint = await Mountpoint.create(egress.node, media,
+                mountpoint = await Mountpoint.create(egress.node, media, label=egress.stream,
                                                      threads=self.policy.mountpoint_threads)
             except (JanusError, JanusUnreachable) as exc:
                 raise backend_error(exc, egress.node) from exc

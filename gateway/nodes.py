@@ -61,6 +61,7 @@ def build_backend(settings: Settings) -> Backend:
             JanusClient(spec.url, api_secret=spec.api_secret,
                         request_timeout=settings.janus_request_timeout),
             plugin_admin_key=spec.plugin_admin_key, admin=admin, role=spec.role,
+            tag=settings.instance_name,
         ))
     return Backend(pool=NodePool(nodes))
 
@@ -92,5 +93,6 @@ def _managed_backend(settings: Settings) -> Backend:
             name, JanusClient(cfg.api_url, request_timeout=settings.janus_request_timeout),
             plugin_admin_key=cfg.plugin_admin_key,
             admin=JanusAdmin(cfg.admin_url, cfg.admin_secret), role=role,
+            tag=settings.instance_name,
         ))
     return Backend(pool=NodePool(nodes), managed=[m for _, m, _ in plan])

@@ -146,11 +146,26 @@ class JanusSession:
                 raise JanusSessionLost(f"session {self.id} is gone") from exc
             raise
 
-    async def attach(self, plugin: str, on_event: EventCallback | None = None) -> JanusHandle:
-        reply = await self.request("", {"janus": "attach", "plugin": plugin})
+    async def attach(self, plugin: str, on_event: EventCallback | None = None,
+                     opaque_id: str | None = None) -> JanusHandle:
+        body: Json = {"janus": "attach", "plugin": plugin}
+        if opaque_id:
+            body["opaque_id"] = opaque_id  # lets a restarted gateway find what it left
+        reply = await self.request("", body)
         handle = JanusHandle(self, int(reply["data"]["id"]), plugin, on_event)
         self.handles[handle.id] = handle
         return handle
+
+    async def keepalive(self, timeout: float) -> None:
+        """One cheap round trip that proves Janus answers and still has the session."""
+        try:
+            await asyncio.wait_for(self.request("", {"janus": "keepalive"}), timeout)
+        except asyncio.TimeoutError as exc:
+            raise JanusUnreachable(f"no keepalive answer in {timeout} s") from exc
+
+    def mark_lost(self) -> None:
+        """Give the session up (Janus hung or vanished): waiters fail, on_lost runs."""
+        self._mark_lost()
 
     async def destroy(self) -> None:
         try:

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from typing import Callable
 
 from .admin import JanusAdmin
+from .reaper import reap
 from .client import JanusClient, JanusHandle, JanusSession, JanusUnreachable
 
 CONTROL_PLUGINS = ("janus.plugin.videoroom", "janus.plugin.streaming")
@@ -31,7 +32,10 @@ class JanusNode:
         plugin_admin_key: str | None = None,
         admin: JanusAdmin | None = None,
         role: str = "both",
+        tag: str = "whip-gateway",
         reconnect_interval: float = 0.5,
+        probe_interval: float = 0.5,
+        probe_timeout: float = 0.75,
     ) -> None:
         self.name = name
         self.role = role  # "ingest", "egress" or "both"
@@ -46,6 +50,12 @@ class JanusNode:
         self._controls: dict[str, JanusHandle] = {}
         self.load = 0  # handles the gateway placed here
         self.reconnect_interval = reconnect_interval
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout
+        # Marks everything this gateway creates (handles' opaque_id, room and
+        # mountpoint descriptions), so a restarted gateway can reap it.
+        self.tag = tag
+        self._probe: asyncio.Task[None] | None = None
         self._down_listeners: list[Callable[[JanusNode], None]] = []
         self._reconnect: asyncio.Task[None] | None = None
         self._closing = False
@@ -70,12 +80,42 @@ class JanusNode:
         try:
             # One handle per plugin for room/mountpoint management, so a POST
             # does not pay an attach and a detach.
-            self._controls = {p: await session.attach(p) for p in CONTROL_PLUGINS}
+            self._controls = {p: await session.attach(p, opaque_id=self.tag) for p in CONTROL_PLUGINS}
+            if self.admin is not None:
+                await reap(self.admin, tag=self.tag, keep_session=session.id,
+                           plugin_admin_key=self.plugin_admin_key)
         except BaseException:
             await session.destroy()
             raise
         self.session = session
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._watch(), name=f"janus-probe-{self.name}")
         log.info("janus node %s up: %s, session %s", self.name, self.version_string, session.id)
+
+    async def _watch(self) -> None:
+        """Declare the node down within about a second of Janus dying or hanging.
+
+        The event pump sees a dead Janus at once (connection refused), but a
+        hung one (SIGSTOP, overload) just stops answering; a short keepalive
+        every ``probe_interval`` catches that: two misses in a row and the
+        session is given up, so requests fail fast with 503.
+        """
+        misses = 0
+        while not self._closing:
+            await asyncio.sleep(self.probe_interval)
+            session = self.session
+            if session is None or not session.alive:
+                misses = 0
+                continue
+            try:
+                await session.keepalive(self.probe_timeout)
+                misses = 0
+            except JanusUnreachable as exc:
+                misses += 1
+                log.warning("janus node %s: keepalive failed (%d): %s", self.name, misses, exc)
+                if misses >= 2:
+                    session.mark_lost()
+                    misses = 0
 
     def require_session(self) -> JanusSession:
         if self.session is None or not self.session.alive:
@@ -89,7 +129,10 @@ class JanusNode:
 
     def mark_down(self) -> None:
         """Declare the node down (e.g. unreachable at start) and keep retrying."""
-        self._session_lost()
+        if self.session is not None and self.session.alive:
+            self.session.mark_lost()
+        else:
+            self._session_lost()
 
     def _session_lost(self) -> None:
         log.error("janus node %s: session lost; marking the node down", self.name)
@@ -114,8 +157,9 @@ class JanusNode:
 
     async def close(self) -> None:
         self._closing = True
-        if self._reconnect is not None:
-            self._reconnect.cancel()
+        for task in (self._reconnect, self._probe):
+            if task is not None:
+                task.cancel()
         if self.session is not None:
             await self.session.destroy()
         await self.client.close()

@@ -52,12 +52,14 @@ class Mountpoint:
     _destroyed: bool = False
 
     @classmethod
-    async def create(cls, node: JanusNode, media: list[MediaSpec], *, threads: int = 0) -> Mountpoint:
+    async def create(cls, node: JanusNode, media: list[MediaSpec], *, label: str,
+                     threads: int = 0) -> Mountpoint:
         control = node.control(STREAMING)
         for _ in range(5):
             mountpoint_id = secrets.randbits(52) or 1
             body: dict[str, Any] = {
                 "request": "create", "type": "rtp", "id": mountpoint_id, "permanent": False,
+                "description": f"{node.tag} {label}",
                 "is_private": True, "media": [_media_body(m) for m in media],
             }
             if threads:
@@ -124,7 +126,7 @@ class StreamingViewer:
     async def attach(cls, node: JanusNode, mountpoint_id: int,
                      on_signal: Callable[[PeerSignal], None]) -> StreamingViewer:
         session = node.require_session()
-        handle = await session.attach(STREAMING, signal_adapter(on_signal))
+        handle = await session.attach(STREAMING, signal_adapter(on_signal), opaque_id=node.tag)
         node.load += 1
         return cls(node=node, handle=handle, mountpoint_id=mountpoint_id)
 

@@ -78,8 +78,9 @@ class RoomPublisher:
         room_id = 0
         handle: JanusHandle | None = None
         try:
-            room_id = await _create_room(control, node.plugin_admin_key, options)
-            handle = await session.attach(VIDEOROOM, signal_adapter(on_signal))
+            room_id = await _create_room(control, node.plugin_admin_key, options,
+                                         description=f"{node.tag} {display}")
+            handle = await session.attach(VIDEOROOM, signal_adapter(on_signal), opaque_id=node.tag)
             event = await handle.message(
                 {"request": "joinandconfigure", "ptype": "publisher", "room": room_id,
                  "display": display, "audio": True, "video": True},
@@ -184,11 +185,13 @@ class RoomPublisher:
             log.warning("room %s on %s not destroyed: %s", self.room_id, self.node.name, exc)
 
 
-async def _create_room(control: JanusHandle, admin_key: str | None, options: RoomOptions) -> int:
+async def _create_room(control: JanusHandle, admin_key: str | None, options: RoomOptions,
+                       *, description: str) -> int:
     for _ in range(5):
         room_id = secrets.randbits(52) or 1  # JSON-safe integer, and no zero
         body: dict[str, Any] = {
             "request": "create", "room": room_id, "permanent": False, "publishers": 1,
+            "description": description,
             "is_private": True, "videocodec": options.video_codecs,
             "audiocodec": options.audio_codecs, "bitrate": options.bitrate,
             "fir_freq": options.fir_freq, "notify_joining": False,

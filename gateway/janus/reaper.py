@@ -1,0 +1,59 @@
+"""Finding and freeing what an earlier run of the gateway left in Janus.
+
+Rooms and mountpoints made over the API outlive the Janus session that
+made them, and a gateway that crashed (or lost a hung node) leaves its
+session behind until Janus times it out.  Everything the gateway creates
+carries its tag: handles in their ``opaque_id``, rooms and mountpoints in
+their ``description``.  On connecting to a node, the gateway frees every
+tagged thing that is not its own current session.  Two gateways sharing a
+Janus node therefore need different tags (setting ``instance_name``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .admin import JanusAdmin
+from .client import JanusError, JanusUnreachable
+
+log = logging.getLogger(__name__)
+
+
+async def reap(admin: JanusAdmin, *, tag: str, keep_session: int,
+               plugin_admin_key: str | None) -> dict[str, int]:
+    """Destroy tagged sessions (but ``keep_session``), rooms and mountpoints."""
+    freed = {"sessions": 0, "rooms": 0, "mountpoints": 0}
+    try:
+        for session_id in await admin.sessions():
+            if session_id == keep_session:
+                continue
+            handles = await admin.handles(session_id)
+            for handle_id in handles:
+                info = await admin.handle_info(session_id, handle_id)
+                if str(info.get("opaque_id", "")) == tag:
+                    await admin.destroy_session(session_id)
+                    freed["sessions"] += 1
+                    break
+        key = {"admin_key": plugin_admin_key} if plugin_admin_key else {}
+        rooms = await admin.message_plugin("janus.plugin.videoroom", {"request": "list", **key})
+        for room in rooms.get("list", []):
+            if _tagged(room, tag):
+                await admin.message_plugin("janus.plugin.videoroom", {
+                    "request": "destroy", "room": room["room"], "permanent": False, **key})
+                freed["rooms"] += 1
+        mounts = await admin.message_plugin("janus.plugin.streaming", {"request": "list", **key})
+        for mount in mounts.get("list", []):
+            if _tagged(mount, tag):
+                await admin.message_plugin("janus.plugin.streaming", {
+                    "request": "destroy", "id": mount["id"], "permanent": False, **key})
+                freed["mountpoints"] += 1
+    except (JanusError, JanusUnreachable) as exc:
+        log.warning("could not reap earlier resources: %s", exc)
+    if any(freed.values()):
+        log.warning("freed what an earlier run left in Janus: %s", freed)
+    return freed
+
+
+def _tagged(entry: dict[str, object], tag: str) -> bool:
+    description = str(entry.get("description") or "")
+    return description == tag or description.startswith(tag + " ")
