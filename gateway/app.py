@@ -22,7 +22,9 @@ from .errors import GatewayError
 from .events import EventHub
 from .ingest import Ingest, IngestPolicy
 from .nodes import Backend, build_backend
+from .logredact import install_log_redaction
 from .problems import gateway_error_handler, http_error_handler, unexpected_error_handler
+from .ratelimit import RateLimits
 
 
 async def list_streams(request: Request) -> JSONResponse:
@@ -114,4 +116,6 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     app.state.backend = backend
     app.state.ingest = ingest
     app.state.egress = egress
+    app.state.rate_limits = RateLimits(settings.rate_limit_per_client, settings.rate_limit_per_stream)
+    install_log_redaction()
     return app

@@ -85,7 +85,8 @@ def serve(args: argparse.Namespace) -> int:
     where = f"http://{settings.host}:{settings.port}"
     logging.getLogger("gateway").info("WHIP endpoint: %s/whip/<stream>", settings.public_url or where)
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level, proxy_headers=True)
+                            log_level=settings.log_level, proxy_headers=True,
+                            timeout_keep_alive=5)  # idle connections do not linger
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1

@@ -128,6 +128,15 @@ class Settings(BaseSettings):
     publisher_media_timeout: float = Field(
         5.0, gt=0, description="seconds without media before a publisher is dropped"
     )
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024,
+                                description="larger request bodies get 413")
+    body_timeout: float = Field(10.0, gt=0, description="seconds to receive a request body (408)")
+    rate_limit_per_client: str | None = Field(
+        "120/minute", description='POST/PATCH/DELETE per client address ("N/second|minute|hour")'
+    )
+    rate_limit_per_stream: str | None = Field(
+        "600/minute", description="POST/PATCH/DELETE per stream"
+    )
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
     instance_name: str = Field(
         "whip-gateway", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
@@ -151,6 +160,18 @@ class Settings(BaseSettings):
         for stream, key in value.items():
             if not key:
                 raise ValueError(f"the key for stream {stream!r} is empty")
+        return value
+
+    @field_validator("rate_limit_per_client", "rate_limit_per_stream")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value:
+            from limits import parse
+
+            try:
+                parse(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a rate like 60/minute") from None
         return value
 
     @field_validator("video_codecs", "audio_codecs")

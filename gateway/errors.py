@@ -121,6 +121,20 @@ class PreconditionRequired(GatewayError):
     title = "Precondition required"
 
 
+class TooManyRequests(GatewayError):
+    """A rate limit: per client or per stream (``gateway.ratelimit``)."""
+
+    status = 429
+    title = "Too many requests"
+
+
+class RequestTimeout(GatewayError):
+    """The client stalled while sending its body."""
+
+    status = 408
+    title = "Request timeout"
+
+
 class MediaServerUnavailable(GatewayError):
     """No Janus node can take the request right now."""
 

@@ -6,6 +6,7 @@ of Content-Type, body limits, If-Match and Location, not two.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from urllib.parse import quote
 
@@ -17,6 +18,7 @@ from .errors import (
     MalformedBody,
     PreconditionFailed,
     PreconditionRequired,
+    RequestTimeout,
     ResourceNotFound,
     UnsupportedContentType,
 )
@@ -36,8 +38,22 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def read_text(request: Request, *, expected: tuple[str, ...], limit: int = MAX_BODY_BYTES) -> str:
-    """The body as UTF-8 text, if its Content-Type is one of ``expected``."""
+async def read_text(request: Request, *, expected: tuple[str, ...]) -> str:
+    """The body as UTF-8 text, if its Content-Type is one of ``expected``.
+
+    Bounded in size (413) and in time (408), from the app's settings.
+    """
+    settings = getattr(request.app.state, "settings", None)
+    limit = settings.max_body_bytes if settings else MAX_BODY_BYTES
+    timeout = settings.body_timeout if settings else 10.0
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_text(request, expected=expected, limit=limit)
+    except TimeoutError:
+        raise RequestTimeout(f"the body did not arrive within {timeout:g} s") from None
+
+
+async def _read_text(request: Request, *, expected: tuple[str, ...], limit: int) -> str:
     got = media_type(request)
     if got not in expected:
         raise UnsupportedContentType(
@@ -57,6 +73,14 @@ async def read_text(request: Request, *, expected: tuple[str, ...], limit: int =
         return b"".join(chunks).decode("utf-8")
     except UnicodeDecodeError:
         raise MalformedBody("the body is not UTF-8 text") from None
+
+
+def rate_limit(request: Request, stream: str) -> None:
+    """Count a request that costs Janus work (POST, PATCH, DELETE)."""
+    limits = getattr(request.app.state, "rate_limits", None)
+    if limits is not None:
+        client = request.client.host if request.client else "unknown"
+        limits.check(client, stream)
 
 
 def check_if_match(request: Request, current_etag: str) -> None:

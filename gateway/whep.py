@@ -23,11 +23,11 @@ from .egress import Egress, ViewerSession
 from .errors import MalformedBody, ResourceNotFound, UnsupportedContentType
 from .events import EVENTS
 from .http_exchange import (
-    MAX_BODY_BYTES,
     absolute_url,
     check_if_match,
     ice_server_links,
     media_type,
+    rate_limit,
     read_text,
     valid_stream,
 )
@@ -53,6 +53,8 @@ def _authorize(request: Request, stream: str) -> None:
 
 def _session(request: Request) -> ViewerSession:
     stream = valid_stream(request.path_params["stream"])
+    if request.method in ("POST", "PATCH", "DELETE"):
+        rate_limit(request, stream)
     _authorize(request, stream)
     return _egress(request).session(stream, request.path_params["session"])
 
@@ -78,6 +80,7 @@ async def endpoint(request: Request) -> Response:
         return Response(status_code=200, headers={"Content-Type": SDP})
     if request.method == "GET":
         return Response(status_code=204)
+    rate_limit(request, stream)
     _authorize(request, stream)
     egress = _egress(request)
     # An empty POST (no Content-Type needed) is the older server-offer convention.
@@ -182,7 +185,7 @@ async def layer_resource(request: Request) -> Response:
 
 
 async def _json(request: Request) -> Any:
-    text = await read_text(request, expected=("application/json", ""), limit=MAX_BODY_BYTES)
+    text = await read_text(request, expected=("application/json", ""))
     if not text.strip():
         return None
     try:

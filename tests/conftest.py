@@ -165,13 +165,13 @@ async def start_gateway(janus_node: ManagedJanus | Topology,
     """Start gateways on the shared Janus; check for leftovers when the test ends."""
     servers: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
 
-    async def start(**overrides: Any) -> RunningGateway:
+    async def start(access_log: bool = False, **overrides: Any) -> RunningGateway:
         port = free_port()
         overrides.setdefault("janus", [janus_settings(j, role) for j, role in topology(janus_node)])
         settings = load_settings(host="127.0.0.1", port=port, **overrides)
         app = create_app(settings)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                               log_level="warning", lifespan="on"))
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on",
+                                               log_level="info" if access_log else "warning"))
         task = asyncio.create_task(server.serve())
         while not server.started:
             if task.done():
