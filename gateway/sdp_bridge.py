@@ -23,6 +23,7 @@ the reading and writing of lines.  Bad input raises ``gateway.sdp.SdpError``
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 from . import sdp
@@ -204,6 +205,18 @@ def _receiving(media: MediaSection) -> bool:
     )
 
 
+def _check_mids(offer: SessionDescription) -> None:
+    """RFC 8843 section 7.2.1: a mid names one m-line; two with one mid cannot be bundled or answered."""
+    seen: set[str] = set()
+    for media in offer.media:
+        mid = media.mid
+        if mid is None:
+            continue
+        if mid in seen:
+            raise sdp.SdpError(f"mid {mid[:20]!r} appears on two m-lines")
+        seen.add(mid)
+
+
 def _check_direction(offer: SessionDescription) -> None:
     live = [m for m in offer.media if _is_rtp(m) and not m.rejected]
     if live and not any(m.direction in _RECEIVING for m in live):
@@ -227,14 +240,6 @@ def _fingerprint(holders: list[list[Line]]) -> str | None:
                 if value.split(" ", 1)[0].lower() == "sha-256":
                     return value
             return values[0]
-    return None
-
-
-def _attr(lines: list[Line], name: str) -> str | None:
-    for ln in lines:
-        attr = ln.attribute
-        if attr and attr[0] == name:
-            return attr[1]
     return None
 
 
@@ -267,6 +272,7 @@ def choose_codecs(viewer_offer: str, available: list[tuple[str, str, str | None]
     m-line, or if it accepts none of the stream's media.
     """
     offer = sdp.parse(viewer_offer)
+    _check_mids(offer)
     _check_direction(offer)
     usable: dict[str, list[MediaSection]] = {}
     for media in offer.media:
@@ -290,8 +296,8 @@ def choose_codecs(viewer_offer: str, available: list[tuple[str, str, str | None]
         if match is not None:
             result[kind] = CodecChoice(kind, match.name, match.clock_rate, match.channels, match.pt, match.fmtp)
     if not result:
-        offered = sorted({f"{m.kind} {c.name}" for ms in usable.values() for m in ms for c in m.codecs()
-                          if c.key not in _NOT_A_CODEC})
+        offered = sorted({f"{m.kind} {c.name[:20]}" for ms in usable.values() for m in ms for c in m.codecs()
+                          if c.key not in _NOT_A_CODEC})[:12]  # echoed in the 422 body: keep it short
         raise BridgeError(
             f"the viewer accepts none of the stream's media (stream: {', '.join(wanted_names) or 'none'}; "
             f"viewer receives: {', '.join(offered) or 'nothing'})"
@@ -364,13 +370,9 @@ def _pair(janus: MediaSection, viewer: MediaSection) -> _Pair | None:
     # extmap: the same id and URI on both sides, because Janus writes its ids
     # into the packets and the viewer reads them with its own.
     viewer_ext = set(_extmaps(viewer))
-    extmap = [e for e in _extmaps(janus) if e in viewer_ext and e[1] not in NEVER_EXTMAP]
-    extmap = list(dict.fromkeys(extmap))
-    if len({i for i, _ in extmap}) != len(extmap):  # one id named twice: trust neither
-        counts: dict[int, int] = {}
-        for i, _ in extmap:
-            counts[i] = counts.get(i, 0) + 1
-        extmap = [e for e in extmap if counts[e[0]] == 1]
+    extmap = list(dict.fromkeys(e for e in _extmaps(janus) if e in viewer_ext and e[1] not in NEVER_EXTMAP))
+    ids = Counter(i for i, _ in extmap)
+    extmap = [e for e in extmap if ids[e[0]] == 1]  # one id for two URIs: trust neither
     viewer_fb = set(_rtcp_fb(viewer, viewer_codec.pt))
     rtcp_fb = [fb for fb in _rtcp_fb(janus, janus_codec.pt) if fb in viewer_fb]
     if not any(uri in TRANSPORT_CC_URIS for _, uri in extmap):
@@ -476,6 +478,7 @@ def bridge(janus_offer: str, viewer_offer: str) -> Bridged:
     """
     oj = sdp.parse(janus_offer)
     ov = sdp.parse(viewer_offer)
+    _check_mids(ov)
     _check_direction(ov)
     pairs = _pair_media(oj, ov)
     if not pairs:
