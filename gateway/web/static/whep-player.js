@@ -327,24 +327,25 @@
           viewers.textContent = n === null ? "–" : String(n);
         },
         onLayers: (layers) => {
-          const previous = select.value;
-          select.replaceChildren();
-          const auto = document.createElement("option");
-          auto.value = "";
-          auto.textContent = "automatic";
-          select.append(auto);
-          let count = 0;
+          // Rebuilt only when the set of layers changes (the event repeats every
+          // few seconds with new bitrates): an open dropdown stays open.
+          const wanted = [{ value: "", label: "automatic" }];
           for (const [mediaId, list] of Object.entries(layers || {})) {
             for (const layer of Array.isArray(list) ? list : []) {
-              const option = document.createElement("option");
-              option.value = JSON.stringify(layerRequest(mediaId, layer));
-              option.textContent = describeLayer(layer);
-              select.append(option);
-              count += 1;
+              wanted.push({ value: JSON.stringify(layerRequest(mediaId, layer)), label: describeLayer(layer) });
             }
           }
-          if ([...select.options].some((o) => o.value === previous)) select.value = previous;
-          select.disabled = count === 0;
+          const current = [...select.options].map((o) => o.value);
+          if (current.join("\n") === wanted.map((w) => w.value).join("\n")) {
+            wanted.forEach((w, i) => {
+              if (select.options[i].textContent !== w.label) select.options[i].textContent = w.label;
+            });
+          } else {
+            const previous = select.value;
+            select.replaceChildren(...wanted.map((w) => new Option(w.label, w.value)));
+            if (wanted.some((w) => w.value === previous)) select.value = previous;
+          }
+          select.disabled = wanted.length < 2;
         },
       },
     });
