@@ -314,6 +314,8 @@ class Egress:
                 self._schedule_idle(egress, variant)
             if isinstance(exc, sdp_bridge.BridgeError):
                 raise UnsupportedMedia(str(exc)) from None
+            if isinstance(exc, sdp.SdpError):
+                raise MalformedSdp(f"the offer cannot be used: {exc}") from None
             if isinstance(exc, (JanusError, JanusUnreachable)):
                 raise backend_error(exc, node) from exc
             raise

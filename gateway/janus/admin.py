@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import asyncio
+
+import aiohttp
 
 from .client import JanusError, JanusUnreachable, _transaction
 
@@ -19,16 +21,21 @@ class JanusAdmin:
     def __init__(self, url: str, secret: str, *, timeout: float = 4.0) -> None:
         self.url = url.rstrip("/")
         self.secret = secret
-        self.http = httpx.AsyncClient(timeout=timeout)
+        self.timeout = timeout
+        self._http: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
-        await self.http.aclose()
+        if self._http is not None:
+            await self._http.close()
 
     async def _post(self, path: str, body: Json) -> Json:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         body = {**body, "transaction": _transaction(), "admin_secret": self.secret}
         try:
-            reply = (await self.http.post(self.url + path, json=body)).json()
-        except (httpx.HTTPError, ValueError) as exc:
+            async with self._http.post(self.url + path, json=body) as response:
+                reply = await response.json(content_type=None)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             raise JanusUnreachable(f"admin {path}: {exc!r}") from exc
         if reply.get("janus") == "error":
             err = reply.get("error") or {}
