@@ -226,3 +226,36 @@ async def test_restarted_gateway_reaps_what_a_crashed_one_left(
     assert await leaks.rooms() == [] and await leaks.mountpoints() == []
     for admin, _ in leaks.admins:
         assert len(await admin.sessions()) == 1, "only the new gateway's session"
+
+
+@pytest.mark.parametrize("how", ["hangs up", "goes silent"])
+async def test_vanished_publisher_viewers_told_inactive_in_bounded_time(
+    start_gateway: GatewayFactory, http: httpx.AsyncClient, how: str
+) -> None:
+    """No DELETE: a hang-up (DTLS close) is noticed at once; silence after
+    Janus's no-media timer (1 s).  README states these bounds."""
+    gw = await start_gateway(publisher_media_timeout=30)
+    publisher = await start_publisher(gw, http, "gone")
+    pc, frames = await aiortc_viewer()
+    try:
+        r = await watch(http, gw.whep("gone"), pc)
+        sse = {link["rel"]: link["url"] for link in r.links.values()}[SSE_REL]
+        events_url = (await http.post(sse, json=["active", "inactive"])).headers["location"]
+        await frames.wait(5)
+        reader = asyncio.ensure_future(read_events(http, events_url, 2, timeout=15))
+        await asyncio.sleep(0.2)
+        start = time.monotonic()
+        if how == "hangs up":
+            await publisher.pc.close()
+        else:
+            for sender in publisher.pc.getSenders():
+                sender.replaceTrack(None)
+        events = await asyncio.wait_for(reader, 10)
+        took = time.monotonic() - start
+        assert [name for name, _ in events] == ["active", "inactive"]
+        assert took < (1.0 if how == "hangs up" else 2.5), f"inactive after {took:.2f} s"
+        print(f"publisher {how}: viewers told inactive after {took:.2f} s")
+        assert (await http.delete(r.headers["location"])).status_code == 200
+    finally:
+        await pc.close()
+        await publisher.stop()
