@@ -114,6 +114,7 @@ class ViewerSession:
     simulcast_rids: list[str] = field(default_factory=list)
     remote_ufrag: str | None = None  # the viewer's, to drop candidates of other ICE sessions
     video_mindex: str = "1"  # the viewer's video m-line index, which keys ``layers`` events
+    viewer_offer: str | None = None  # bridged mode: rewritten on an ICE restart
 
 
 class Egress:
@@ -164,6 +165,8 @@ class Egress:
             choices = sdp_bridge.choose_codecs(offer_text, [(k, c, f) for k, c, f, _ in available])
         except sdp_bridge.BridgeError as exc:
             raise UnsupportedMedia(str(exc)) from None
+        except sdp.SdpError as exc:  # e.g. one mid on two m-lines
+            raise MalformedSdp(f"the offer cannot be used: {exc}") from None
         node = self._node_for_viewer()
         mode = ViewerMode.NATIVE if node.version >= NATIVE_OFFER_VERSION else ViewerMode.BRIDGED
         key = tuple(sorted((kind, c.payload_type) for kind, c in choices.items()))
@@ -176,18 +179,19 @@ class Egress:
         key = tuple(sorted((kind, BASE_PT[kind]) for kind, *_ in _stream_media(publisher)))
         return await self._attach_viewer(stream, node, publisher, key, ViewerMode.COUNTER_OFFER, None)
 
-    async def patch(self, session: ViewerSession, content_type: str, body: str) -> None:
-        """PATCH: the viewer's answer (counter-offer mode) or trickled candidates."""
+    async def patch(self, session: ViewerSession, content_type: str, body: str) -> str | None:
+        """PATCH: the viewer's answer (counter-offer mode), trickled candidates,
+        or an ICE restart; only the last returns something (our sdpfrag)."""
         if content_type == "application/sdp":
             await self._accept_answer(session, body)
-            return
+            return None
         try:
             fragment = sdp.parse_fragment(body)
         except sdp.SdpError as exc:
             raise MalformedSdp(f"bad trickle-ice-sdpfrag: {exc}") from None
         remote_ufrag = session.remote_ufrag
         if fragment.ice_ufrag and remote_ufrag and fragment.ice_ufrag != remote_ufrag:
-            raise UnsupportedPatch("ICE restarts are not supported for WHEP sessions on this node")
+            return await self._restart_ice(session, fragment)
         candidates = fragment.candidates_for_ufrag(remote_ufrag)
         if session.bridged is not None:
             keep = set(sdp_bridge.map_trickle_candidates(fragment.candidates, session.bridged))
@@ -196,6 +200,32 @@ class Egress:
             await session.viewer.trickle(session.janus_mid, candidates, fragment.end_of_candidates)
         except (JanusError, JanusUnreachable) as exc:
             raise backend_error(exc, session.egress.node) from exc
+        return None
+
+    async def _restart_ice(self, session: ViewerSession, fragment: sdp.SdpFragment) -> str:
+        """ICE restart on the bridged path: Janus offers anew (``watch`` with
+        restart), both answers are written again with the viewer's new
+        credentials, and the viewer gets Janus's new ones as an sdpfrag.
+        Native and counter-offer sessions have no offer of the viewer's to
+        rewrite, so they answer 422 (RFC 9725 section 4.3.1 rules)."""
+        if session.mode is not ViewerMode.BRIDGED or session.viewer_offer is None:
+            raise UnsupportedPatch(f"ICE restarts are not supported for {session.mode.value} "
+                                   "WHEP sessions")
+        offer = sdp.after_ice_restart(sdp.parse(session.viewer_offer), fragment)
+        try:
+            jsep = await session.viewer.watch(restart=True, timeout=self.policy.janus_timeout)
+            bridged = sdp_bridge.bridge(str(jsep.get("sdp", "")), str(offer))
+            await session.viewer.start(bridged.janus_answer, timeout=self.policy.janus_timeout)
+            reply = sdp.fragment_of(sdp.parse(bridged.viewer_answer))
+        except (JanusError, JanusUnreachable) as exc:
+            log.warning("stream %s: viewer ICE restart failed: %s", session.stream, exc)
+            raise backend_error(exc, session.egress.node) from exc
+        except (sdp.SdpError, sdp_bridge.BridgeError) as exc:
+            raise UnsupportedPatch(f"the ICE restart could not be bridged: {exc}") from None
+        session.bridged, session.answer, session.viewer_offer = bridged, bridged.viewer_answer, str(offer)
+        session.remote_ufrag = fragment.ice_ufrag
+        session.etag = new_etag()
+        return reply
 
     async def end(self, session: ViewerSession, reason: str = "DELETE by the client") -> None:
         if session.ended:
@@ -298,6 +328,7 @@ class Egress:
                 bridged = sdp_bridge.bridge(str(jsep.get("sdp", "")), offer)
                 await viewer.start(bridged.janus_answer, timeout=self.policy.janus_timeout)
                 session.bridged, session.answer = bridged, bridged.viewer_answer
+                session.viewer_offer = offer
                 session.janus_mid = bridged.janus_bundle_mid
             else:
                 jsep = await viewer.watch(timeout=self.policy.janus_timeout)

@@ -42,12 +42,17 @@ class EventStream:
             self.queue.get_nowait()
             self.queue.put_nowait(event)
 
-    def close(self) -> None:
-        """Drop what is queued (section 4: DELETE drops pending events) and end readers."""
+    def close(self, *, drain: bool = False) -> None:
+        """End readers.  A player's DELETE drops what is queued (section 4);
+        a resource that ends delivers it first (``drain``), so a last
+        ``reconnect`` still reaches the player."""
         if self.closed:
             return
         self.closed = True
-        while not self.queue.empty():
+        if not drain:
+            while not self.queue.empty():
+                self.queue.get_nowait()
+        elif self.queue.full():
             self.queue.get_nowait()
         self.queue.put_nowait(None)
 
@@ -87,11 +92,12 @@ class EventHub:
             subscription.close()
 
     def close_viewer(self, viewer_id: str) -> None:
-        """Section 4: every event stream of a resource ends with the resource."""
+        """Section 4: every event stream of a resource ends with the resource
+        (after delivering what is already queued)."""
         for key, subscription in list(self._streams.items()):
             if subscription.viewer_id == viewer_id:
                 del self._streams[key]
-                subscription.close()
+                subscription.close(drain=True)
 
     def viewers_listening(self, stream: str) -> int:
         return sum(1 for s in self._streams.values() if s.stream == stream)

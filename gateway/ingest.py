@@ -17,7 +17,6 @@ from . import sdp
 from .auth import StreamKeys
 from .errors import (
     MalformedSdp,
-    MediaServerRejected,
     MediaServerUnavailable,
     ResourceNotFound,
     StreamBusy,
@@ -205,32 +204,16 @@ class Ingest:
     async def _restart_ice(self, session: PublisherSession, frag: sdp.SdpFragment) -> PatchResult:
         """Re-offer to Janus with the new credentials; keep the old ICE session on failure."""
         backend = _backend(session)
-        assert frag.ice_ufrag and frag.ice_pwd
-        offer = sdp.parse(str(session.offer))
-        offer.set_ice_credentials(frag.ice_ufrag, frag.ice_pwd)
-        for media in offer.media:
-            media.remove_attributes("candidate", "end-of-candidates")
-        first = offer.media[0]
-        for cand in frag.candidates_for_ufrag(frag.ice_ufrag):
-            first.lines.append(sdp.Line("a", f"candidate:{cand}"))
-        if frag.end_of_candidates:
-            first.lines.append(sdp.Line("a", "end-of-candidates"))
+        offer = sdp.after_ice_restart(session.offer, frag)
         try:
             answer_text = await backend.renegotiate(str(offer), timeout=self.policy.janus_timeout)
-            answer = sdp.parse(answer_text)
+            fragment = sdp.fragment_of(sdp.parse(answer_text))
         except (JanusError, JanusUnreachable, sdp.SdpError) as exc:
             log.warning("stream %s: ICE restart failed: %s", session.stream, exc)
             raise backend_error(exc, backend.node) from exc
-        ufrag, pwd = answer.ice_credentials()
-        if not ufrag or not pwd:
-            raise MediaServerRejected("the media server's answer has no ICE credentials")
         session.offer = offer
         session.remote_ufrag, session.remote_pwd = frag.ice_ufrag, frag.ice_pwd
         session.etag = new_etag()
-        fragment = sdp.write_fragment(
-            ufrag=ufrag, pwd=pwd, media=answer.media[0], candidates=answer.candidates,
-            ice_lite=answer.has("ice-lite"), bundle_mids=answer.bundle_mids,
-        )
         return PatchResult(fragment=fragment, etag=session.etag)
 
     def _on_signal(self, session: PublisherSession, signal: PeerSignal) -> None:

@@ -396,3 +396,36 @@ def write_fragment(
     out.extend(f"a=candidate:{c}" for c in candidates)
     out.append("a=end-of-candidates")
     return "\r\n".join(out) + "\r\n"
+
+
+def after_ice_restart(offer: SessionDescription, fragment: SdpFragment) -> SessionDescription:
+    """The offer as it stands after an ICE restart sent as an sdpfrag.
+
+    New ufrag/pwd wherever the offer carried them; the old candidates are
+    replaced by the fragment's (RFC 9725 section 4.3.3), which sit on the
+    first m-line, the only one a BUNDLE transport reads.
+    """
+    assert fragment.ice_ufrag and fragment.ice_pwd
+    restarted = parse(str(offer))
+    restarted.set_ice_credentials(fragment.ice_ufrag, fragment.ice_pwd)
+    for media in restarted.media:
+        media.remove_attributes("candidate", "end-of-candidates")
+    first = restarted.media[0]
+    for candidate in fragment.candidates_for_ufrag(fragment.ice_ufrag):
+        first.lines.append(Line("a", f"candidate:{candidate}"))
+    if fragment.end_of_candidates:
+        first.lines.append(Line("a", "end-of-candidates"))
+    return restarted
+
+
+def fragment_of(answer: SessionDescription) -> str:
+    """An answer's ICE side as the sdpfrag a restart PATCH is answered with.
+
+    Raises SdpError when the answer has no ICE credentials.
+    """
+    ufrag, pwd = answer.ice_credentials()
+    if not ufrag or not pwd or not answer.media:
+        raise SdpError("the answer has no ICE credentials")
+    return write_fragment(ufrag=ufrag, pwd=pwd, media=answer.media[0],
+                          candidates=answer.candidates, ice_lite=answer.has("ice-lite"),
+                          bundle_mids=answer.bundle_mids)

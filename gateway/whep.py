@@ -36,6 +36,7 @@ SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
 SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 LAYER_REL = "urn:ietf:params:whep:ext:core:layer"
+MAX_LAYER_INT = 2**31 - 1
 
 
 def _egress(request: Request) -> Egress:
@@ -115,8 +116,10 @@ async def session_resource(request: Request) -> Response:
     body = await read_text(request, expected=(SDPFRAG, SDP))
     if kind == SDPFRAG:
         check_if_match(request, session.etag)
-    await egress.patch(session, kind, body)
-    return Response(status_code=204)
+    fragment = await egress.patch(session, kind, body)
+    if fragment is None:
+        return Response(status_code=204)
+    return Response(fragment, status_code=200, media_type=SDPFRAG, headers={"ETag": session.etag})
 
 
 async def events_resource(request: Request) -> Response:
@@ -176,8 +179,10 @@ async def layer_resource(request: Request) -> Response:
     if not isinstance(body, dict):
         raise MalformedBody("the body must be a JSON object")
     for field in ("spatialLayerId", "temporalLayerId", "maxWidth", "maxHeight"):
-        if field in body and not isinstance(body[field], int):
-            raise MalformedBody(f"{field} must be an integer")
+        # bool is an int to Python; and Janus refuses integers past 64 bits (502 otherwise)
+        value = body.get(field, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_LAYER_INT:
+            raise MalformedBody(f"{field} must be an integer from 0 to {MAX_LAYER_INT}")
     if "rid" in body and not isinstance(body["rid"], str):
         raise MalformedBody("rid must be a string")
     await _egress(request).select_layer(session, body)
@@ -190,7 +195,7 @@ async def _json(request: Request) -> Any:
         return None
     try:
         return json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: "[[[[..." nested too deep
         raise MalformedBody(f"the body is not JSON: {exc}") from None
 
 

@@ -130,11 +130,18 @@ class StreamingViewer:
         node.load += 1
         return cls(node=node, handle=handle, mountpoint_id=mountpoint_id)
 
-    async def watch(self, *, offer: str | None = None, timeout: float = 6.0) -> dict[str, Any]:
-        """``watch``; returns Janus's jsep: its offer (1.1.2), or its answer to ``offer`` (≥ 1.1.4)."""
+    async def watch(self, *, offer: str | None = None, restart: bool = False,
+                    timeout: float = 6.0) -> dict[str, Any]:
+        """``watch``; returns Janus's jsep: its offer (1.1.2), or its answer to ``offer`` (≥ 1.1.4).
+
+        Watching again with ``restart`` makes Janus offer anew with fresh ICE
+        credentials: the Streaming plugin's way to renegotiate.
+        """
         jsep = {"type": "offer", "sdp": offer} if offer is not None else None
-        event = await self.handle.message({"request": "watch", "id": self.mountpoint_id}, jsep,
-                                          timeout=timeout)
+        body: dict[str, Any] = {"request": "watch", "id": self.mountpoint_id}
+        if restart:
+            body["restart"] = True
+        event = await self.handle.message(body, jsep, timeout=timeout)
         if event.jsep is None:
             raise JanusPluginError(STREAMING, 0, f"watch gave no SDP: {event.data}")
         return event.jsep
