@@ -8,6 +8,7 @@ ends the program with a one-line message and exit status 2.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from pathlib import Path

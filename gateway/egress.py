@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from typing import Any
 
-from . import sdp, sdp_bridge
+from . import layers, sdp, sdp_bridge
 from .auth import StreamKeys
 from .errors import (
     GatewayError,
@@ -40,27 +38,18 @@ from .failures import backend_error
 from .ingest import Ingest
 from .janus.client import JanusError, JanusUnreachable
 from .janus.node import JanusNode
-from .janus.peer import PeerSignal, Signal, quietly
+from .janus.peer import PeerSignal, Signal
 from .janus.streaming import MediaSpec, Mountpoint, StreamingViewer
-from .janus.videoroom import ForwardTarget, RoomPublisher
+from .janus.videoroom import ForwardTarget
 from .placement import NodePool
-from .streams import PublisherChange, PublisherSession, PublisherState, new_etag, new_resource_id
+from .streams import PublisherChange, PublisherSession, PublisherState, new_etag
+from .viewers import StreamEgress, Variant, VariantKey, ViewerMode, ViewerSession
 
 log = logging.getLogger(__name__)
 
 NATIVE_OFFER_VERSION = 1104  # Janus 1.1.4: Streaming accepts a viewer's offer on watch
 BASE_PT = {"audio": 111, "video": 96}
 MOUNTPOINT_MID = {"audio": "a", "video": "v"}
-NOT_MEDIA = ("rtx", "red", "ulpfec", "flexfec-03")
-
-VariantKey = tuple[tuple[str, int], ...]
-
-
-class ViewerMode(Enum):
-    BRIDGED = "bridged"
-    NATIVE = "native"
-    COUNTER_OFFER = "counter-offer"
-
 
 @dataclass(frozen=True)
 class EgressPolicy:
@@ -71,50 +60,6 @@ class EgressPolicy:
     janus_timeout: float = 6.0
     retry_after: int = 5
     layers_interval: float = 2.0
-
-
-@dataclass(eq=False)
-class Variant:
-    key: VariantKey
-    mountpoint: Mountpoint
-    forwarders: list[int] = field(default_factory=list)
-    fed_by: RoomPublisher | None = None
-    viewers: set[str] = field(default_factory=set)
-    idle: asyncio.TimerHandle | None = None
-
-
-@dataclass(eq=False)
-class StreamEgress:
-    """One stream's mountpoints on one node."""
-
-    stream: str
-    node: JanusNode
-    signature: tuple[tuple[str, str, str | None, bool], ...]  # (kind, codec, fmtp, simulcast)
-    variants: dict[VariantKey, Variant] = field(default_factory=dict)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-
-@dataclass(eq=False)
-class ViewerSession:
-    stream: str
-    mode: ViewerMode
-    egress: StreamEgress
-    variant: Variant
-    viewer: StreamingViewer
-    id: str = field(default_factory=new_resource_id)
-    etag: str = field(default_factory=new_etag)
-    answer: str = ""  # what the viewer gets: our answer, or (counter-offer) our offer
-    bridged: sdp_bridge.Bridged | None = None
-    janus_mid: str = "a"
-    connected: bool = False
-    awaiting_answer: bool = False
-    ended: bool = False
-    created_at: float = field(default_factory=time.monotonic)
-    timer: asyncio.TimerHandle | None = None
-    simulcast_rids: list[str] = field(default_factory=list)
-    remote_ufrag: str | None = None  # the viewer's, to drop candidates of other ICE sessions
-    video_mindex: str = "1"  # the viewer's video m-line index, which keys ``layers`` events
-    viewer_offer: str | None = None  # bridged mode: rewritten on an ICE restart
 
 
 class Egress:
@@ -247,19 +192,10 @@ class Egress:
         """Layer selection extension: rid / spatialLayerId / temporalLayerId, or automatic."""
         if not any(s for *_, s in session.egress.signature):
             raise UnsupportedMedia("the publisher sends no simulcast layers to choose from")
-        fields: dict[str, Any] = {}
-        rids = session.simulcast_rids
-        if "rid" in request:
-            if request["rid"] not in rids:
-                raise UnsupportedMedia(f"unknown rid {request['rid']!r}; layers: {rids}")
-            # Janus numbers substreams from the lowest; offers list rids from the highest.
-            fields["substream"] = len(rids) - 1 - rids.index(request["rid"])
-        elif "spatialLayerId" in request:
-            fields["substream"] = int(request["spatialLayerId"])
-        if "temporalLayerId" in request:
-            fields["temporal"] = int(request["temporalLayerId"])
-        if not fields:  # {mediaId} alone: back to automatic (the best layer)
-            fields = {"substream": 2, "temporal": 2}
+        try:
+            fields = layers.janus_choice(request, session.simulcast_rids)
+        except ValueError as exc:
+            raise UnsupportedMedia(str(exc)) from None
         try:
             await session.viewer.configure(**fields)
         except (JanusError, JanusUnreachable) as exc:
@@ -286,8 +222,8 @@ class Egress:
 
     def layers_event(self, session: ViewerSession) -> dict[str, Any] | None:
         """The last ``layers`` data for this viewer (keyed by its video m-line)."""
-        layers = self._layers.get(session.stream)
-        return {session.video_mindex: layers} if layers else None
+        known = self._layers.get(session.stream)
+        return {session.video_mindex: known} if known else None
 
     # -- set-up -----------------------------------------------------------
 
@@ -312,7 +248,7 @@ class Egress:
                 node, variant.mountpoint.id,
                 lambda signal: session_ref and self._viewer_signal(session_ref[0], signal))
             session = ViewerSession(stream=stream, mode=mode, egress=egress, variant=variant,
-                                    viewer=viewer, simulcast_rids=_rids(publisher))
+                                    viewer=viewer, simulcast_rids=layers.rids(publisher.offer))
             session_ref.append(session)
             variant.viewers.add(session.id)
             if offer is not None:
@@ -522,7 +458,7 @@ class Egress:
             await asyncio.sleep(self.policy.layers_interval)
             for stream in {v.stream for v in self._viewers.values()}:
                 publisher = self.ingest.registry.publisher_of(stream)
-                if publisher is None or publisher.backend is None or not _rids(publisher):
+                if publisher is None or publisher.backend is None or not layers.rids(publisher.offer):
                     self._layers.pop(stream, None)
                     continue
                 try:
@@ -532,15 +468,12 @@ class Egress:
                     continue
                 if not bitrates:
                     continue
-                rids = _rids(publisher)
-                layers = [
-                    {"rid": rids[len(rids) - 1 - index] if index < len(rids) else str(index),
-                     "spatialLayerId": index, "bitrate": bitrate}
-                    for index, bitrate in enumerate(next(iter(bitrates.values())))
-                ]
-                self._layers[stream] = layers
+                described = layers.describe(layers.rids(publisher.offer),
+                                            next(iter(bitrates.values())))
+                self._layers[stream] = described
                 for viewer in [v for v in self._viewers.values() if v.stream == stream]:
-                    self.events.send_to_viewer(viewer.id, "layers", {viewer.video_mindex: layers})
+                    self.events.send_to_viewer(viewer.id, "layers",
+                                               {viewer.video_mindex: described})
 
     def _announce_count(self, stream: str) -> None:
         self.events.publish(stream, "viewercount", {"viewercount": self.viewer_count(stream)})
@@ -611,13 +544,6 @@ def _signature(publisher: PublisherSession) -> tuple[tuple[str, str, str | None,
                     fmtp = codecs[0].fmtp if codecs else None
         out.append((stream.kind, stream.codec, fmtp, stream.simulcast))
     return tuple(out)
-
-
-def _rids(publisher: PublisherSession) -> list[str]:
-    for media in publisher.offer.media:
-        if media.kind == "video" and media.rids:
-            return media.rids
-    return []
 
 
 def _video_mindex(text: str) -> str:

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 
 from gateway.clients.whip import WhipSession
 from gateway.janus.process import free_port

@@ -12,12 +12,11 @@ import signal
 import subprocess
 import sys
 import time
-from typing import AsyncIterator, Iterator
+from typing import Iterator
 
 import httpx
 import pytest
 
-from gateway.janus.admin import JanusAdmin
 from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port
 from gateway.sandbox import INTERFACE
 from tests.conftest import GatewayFactory, Leaks, RunningGateway, Topology, janus_settings
