@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     janus_stun_server: str | None = Field(None, description="host:port for the managed Janus")
     janus_rtp_port_range: str = Field("20000-40000", pattern=r"^\d+-\d+$")
     janus_debug_level: int = Field(4, ge=0, le=7)
+    janus_event_loops: int = Field(
+        2, ge=0, le=64, description="managed Janus: shared event loops (0: a thread per handle)"
+    )
     janus_request_timeout: float = Field(4.0, gt=0, le=30)
 
     stream_keys: dict[str, str] = Field(
@@ -116,7 +119,9 @@ class Settings(BaseSettings):
     mountpoint_grace: float = Field(
         3.0, ge=0, description="seconds a mountpoint outlives its last viewer"
     )
-    mountpoint_threads: int = Field(0, ge=0, le=64, description="Streaming helper threads")
+    mountpoint_threads: int = Field(
+        2, ge=0, le=64, description="Streaming helper threads per mountpoint (large audiences)"
+    )
     ice_servers: list[IceServer] = Field(default_factory=list)
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
     video_codecs: str = "h264,vp8,vp9,av1,h265"

@@ -77,6 +77,7 @@ def _managed_backend(settings: Settings) -> Backend:
             rtp_port_range=rtp,
             streaming_port_range=streaming,
             debug_level=settings.janus_debug_level,
+            event_loops=settings.janus_event_loops,
         ))
 
     if settings.janus_separate_egress:

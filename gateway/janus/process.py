@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -147,6 +148,15 @@ def _jcfg(**sections: list[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _raise_open_files() -> None:
+    """Each viewer costs Janus about two file descriptors: lift the soft
+    open-files limit to the hard one so a webinar does not stop at 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY
+                                                    else max(soft, 65536), hard))
+
+
 class JanusNotReady(RuntimeError):
     pass
 
@@ -198,7 +208,7 @@ class ManagedJanus:
         log.info("starting Janus: %s", " ".join(command))
         self.proc = subprocess.Popen(  # noqa: S603 - fixed argv
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
+            stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=_raise_open_files,
         )
 
     def running(self) -> bool:
