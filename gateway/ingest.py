@@ -54,6 +54,7 @@ class IngestPolicy:
     connect_timeout: float = 10.0
     media_timeout: float = 5.0
     janus_timeout: float = 6.0
+    setup_deadline: float = 6.5
 
 
 @dataclass(frozen=True)
@@ -111,14 +112,20 @@ class Ingest:
             log.info("stream %s: replacing publisher %s (%s)", stream, old.id[:8], old.state.value)
             await self._end(old, "replaced by a new publisher")
         try:
-            session.backend = await RoomPublisher.open(
-                node, offer=offer_text, display=stream, options=self._room_options(),
-                on_signal=lambda signal: self._on_signal(session, signal),
-                timeout=self.policy.janus_timeout,
-            )
+            # One deadline for the whole set-up: OBS gives up after 8 s.
+            async with asyncio.timeout(self.policy.setup_deadline):
+                session.backend = await RoomPublisher.open(
+                    node, offer=offer_text, display=stream, options=self._room_options(),
+                    on_signal=lambda signal: self._on_signal(session, signal),
+                    timeout=self.policy.janus_timeout,
+                )
         except BaseException as exc:
             self.registry.remove(session)
             session.set_state(PublisherState.ENDED)
+            if isinstance(exc, TimeoutError):
+                raise MediaServerUnavailable(
+                    f"media server {node.name} did not set up the session within "
+                    f"{self.policy.setup_deadline:g} s") from exc
             if isinstance(exc, Exception):
                 raise backend_error(exc, node) from exc
             raise
