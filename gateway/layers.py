@@ -38,9 +38,14 @@ def janus_choice(request: dict[str, Any], rid_list: list[str]) -> dict[str, int]
     """A layer selection request as Streaming ``configure`` fields.
 
     ``{mediaId}`` alone returns to automatic selection.  Raises ValueError
-    for a rid the publisher does not send.
+    for a rid the publisher does not send, and for a selection by size
+    alone (``maxWidth``/``maxHeight``), since layer sizes are unknown here.
     """
     fields: dict[str, int] = {}
+    by_layer = {"rid", "spatialLayerId", "temporalLayerId"} & request.keys()
+    if not by_layer and {"maxWidth", "maxHeight"} & request.keys():
+        raise ValueError("this server does not know layer sizes (Janus does not decode): "
+                         "select a layer by rid or spatialLayerId")
     if "rid" in request:
         if request["rid"] not in rid_list:
             raise ValueError(f"unknown rid {request['rid']!r}; layers: {rid_list}")
