@@ -137,10 +137,10 @@ class Settings(BaseSettings):
                                 description="larger request bodies get 413")
     body_timeout: float = Field(10.0, gt=0, description="seconds to receive a request body (408)")
     rate_limit_per_client: str | None = Field(
-        "120/minute", description='POST/PATCH/DELETE per client address ("N/second|minute|hour")'
+        "600/minute", description='POST/PATCH/DELETE per client address ("N/second|minute|hour")'
     )
     rate_limit_per_stream: str | None = Field(
-        "600/minute", description="POST/PATCH/DELETE per stream"
+        "6000/minute", description="POST/PATCH/DELETE per stream (a webinar's joins fit)"
     )
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
     instance_name: str = Field(

@@ -35,7 +35,7 @@ from .errors import (
 )
 from .events import EventHub
 from .failures import backend_error
-from .ingest import Ingest
+from .ingest import Ingest, check_port_counts
 from .janus.client import JanusError, JanusUnreachable
 from .janus.node import JanusNode
 from .janus.peer import PeerSignal, Signal
@@ -191,6 +191,8 @@ class Egress:
     async def select_layer(self, session: ViewerSession, request: dict[str, Any]) -> None:
         """Layer selection extension: rid / spatialLayerId / temporalLayerId, or automatic."""
         if not any(s for *_, s in session.egress.signature):
+            if not {"rid", "spatialLayerId", "temporalLayerId", "maxWidth", "maxHeight"} & request.keys():
+                return  # back to automatic: there is only one layer, so nothing to do
             raise UnsupportedMedia("the publisher sends no simulcast layers to choose from")
         try:
             fields = layers.janus_choice(request, session.simulcast_rids)
@@ -508,6 +510,7 @@ class Egress:
 
 def _check_viewer_offer(offer: sdp.SessionDescription) -> None:
     """WHEP draft-03, Media Direction Attributes: recvonly (or sendrecv) only."""
+    check_port_counts(offer)
     active = [m for m in offer.media if not m.rejected and m.kind in ("audio", "video")]
     if not active:
         raise UnsupportedMedia("the offer has no audio or video to receive")
