@@ -57,7 +57,7 @@ async def _read_text(request: Request, *, expected: tuple[str, ...], limit: int)
     got = media_type(request)
     if got not in expected:
         raise UnsupportedContentType(
-            f"Content-Type must be {' or '.join(expected)}, not {got or 'missing'}"
+            f"Content-Type must be {' or '.join(e for e in expected if e)}, not {got or 'missing'}"
         )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:

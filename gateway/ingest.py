@@ -170,6 +170,7 @@ class Ingest:
 
     def _check_offer(self, offer: sdp.SessionDescription) -> None:
         """RFC 9725 sections 4.2 and 4.4: what a publish offer may carry."""
+        check_port_counts(offer)
         active = [m for m in offer.media if not m.rejected]
         if not active:
             raise UnsupportedMedia("the offer has no media to publish")
@@ -284,6 +285,15 @@ class Ingest:
                 self._end_soon(session, f"node {node.name} went down")
             elif session.backend is None:
                 session.set_state(PublisherState.ENDED)
+
+
+def check_port_counts(offer: sdp.SessionDescription) -> None:
+    """``m=audio 9/2 ...`` is RFC 8866 SDP, but not WebRTC, and Janus 1.1.2 cannot
+    parse it: it drops its own answer and never replies (a 6 s timeout, 503)."""
+    for media in offer.media:
+        if media.port_count is not None:
+            raise MalformedSdp(f"m={media.kind} gives a number of ports ({media.port}/{media.port_count}); "
+                               "a WebRTC m-line has one port")
 
 
 def _parse(text: str) -> sdp.SessionDescription:

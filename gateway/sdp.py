@@ -367,7 +367,8 @@ def parse_fragment(text: str) -> SdpFragment:
             frag.candidates.append((mid, value))
         elif name == "end-of-candidates":
             frag.end_of_candidates = True
-    if (frag.ice_ufrag is None) != (frag.ice_pwd is None):
+    # An empty value counts as missing: "a=ice-ufrag:x" + "a=ice-pwd:" is no restart.
+    if bool(frag.ice_ufrag) != bool(frag.ice_pwd):
         raise SdpError("ice-ufrag and ice-pwd must come together")
     return frag
 

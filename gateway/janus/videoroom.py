@@ -8,6 +8,7 @@ forwarders belong to that stream alone) and makes teardown a single
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from dataclasses import dataclass, field
@@ -57,6 +58,9 @@ class RoomPublisher:
     answer: str = ""
     streams: list[PublishedStream] = field(default_factory=list)
     _closed: bool = False
+    # Janus 1.1.2 aborts (g_mutex_clear on a locked mutex) when a stop_rtp_forward
+    # runs while the publisher is being hung up or its room destroyed: the two never overlap.
+    _forwarding: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @classmethod
     async def open(
@@ -145,14 +149,15 @@ class RoomPublisher:
         return [int(f["stream_id"]) for f in reply.get("forwarders") or []]
 
     async def stop_forward(self, stream_ids: list[int]) -> None:
-        if self._closed or not self.node.healthy:
-            return  # forwarders die with their publisher
-        for stream_id in stream_ids:
-            body: dict[str, Any] = {"request": "stop_rtp_forward", "room": self.room_id,
-                                    "publisher_id": self.publisher_id, "stream_id": stream_id}
-            if self.node.plugin_admin_key:
-                body["admin_key"] = self.node.plugin_admin_key
-            await quietly(self.node.control(VIDEOROOM).request(body))
+        async with self._forwarding:
+            for stream_id in stream_ids:
+                if self._closed or not self.node.healthy:
+                    return  # forwarders die with their publisher
+                body: dict[str, Any] = {"request": "stop_rtp_forward", "room": self.room_id,
+                                        "publisher_id": self.publisher_id, "stream_id": stream_id}
+                if self.node.plugin_admin_key:
+                    body["admin_key"] = self.node.plugin_admin_key
+                await quietly(self.node.control(VIDEOROOM).request(body))
 
     async def substream_bitrates(self) -> dict[str, list[int]] | None:
         """bit/s per simulcast substream (lowest first) by publisher mid, from
@@ -178,6 +183,8 @@ class RoomPublisher:
         self.node.load = max(0, self.node.load - 1)
         if not self.node.healthy:
             return  # the node's session died, and every handle with it
+        async with self._forwarding:  # wait out a stop_rtp_forward in flight
+            pass
         await quietly(self.handle.detach())  # detaching hangs up the PeerConnection
         try:
             await _destroy_room(self.node.control(VIDEOROOM), self.node.plugin_admin_key, self.room_id)
