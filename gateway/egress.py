@@ -60,6 +60,7 @@ class EgressPolicy:
     janus_timeout: float = 6.0
     retry_after: int = 5
     layers_interval: float = 2.0
+    viewercount_interval: float = 1.0
 
 
 class Egress:
@@ -75,6 +76,7 @@ class Egress:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._layers: dict[str, list[dict[str, Any]]] = {}  # last known, by stream
         self._layers_task: asyncio.Task[None] | None = None
+        self._count_pending: set[str] = set()
         ingest.on_change(self._publisher_changed)
         for node in pool.nodes:
             node.on_down(self._node_down)
@@ -478,7 +480,18 @@ class Egress:
                                                {viewer.video_mindex: described})
 
     def _announce_count(self, stream: str) -> None:
-        self.events.publish(stream, "viewercount", {"viewercount": self.viewer_count(stream)})
+        """Tell listeners the viewer count, at most once a second per stream:
+        a thousand joins must not send a million events."""
+        if stream in self._count_pending:
+            return
+        loop = asyncio.get_running_loop()
+
+        def send() -> None:
+            self._count_pending.discard(stream)
+            self.events.publish(stream, "viewercount", {"viewercount": self.viewer_count(stream)})
+
+        self._count_pending.add(stream)
+        loop.call_later(self.policy.viewercount_interval, send)
 
     def _node_down(self, node: JanusNode) -> None:
         for viewer in [v for v in self._viewers.values() if v.egress.node is node]:
@@ -490,7 +503,7 @@ class Egress:
                 variant.viewers.clear()
                 if variant.idle is not None:
                     variant.idle.cancel()
-                variant.mountpoint._destroyed = True  # died with the node
+                variant.mountpoint.forget()  # it died with the node
 
     def _arm(self, session: ViewerSession, delay: float, reason: str) -> None:
         """End the session after ``delay`` unless it connected (and answered) by then."""

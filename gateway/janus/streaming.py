@@ -90,6 +90,10 @@ class Mountpoint:
         reply = await self.node.control(STREAMING).request(body)
         return int((reply.get("info") or {}).get("viewers", 0))
 
+    def forget(self) -> None:
+        """The node lost it already (Janus restarted): nothing left to destroy."""
+        self._destroyed = True
+
     async def destroy(self) -> None:
         if self._destroyed:
             return
