@@ -27,7 +27,8 @@ its ICE state along (an accepted ICE restart changes the ufrag and the ETag).
 Errors written by uvicorn itself (its HTTP parser refusing a request) are
 plain text, not problem+json; the header test accepts those for 400/431 only
 and counts them (see ``UVICORN_PLAIN``).  With uvicorn[standard] (httptools)
-none was seen: even a 64 KiB header reaches the gateway, which answers it.
+none was seen: httptools sets no header-size limit, so even a 1 MiB
+Authorization header reaches the gateway, which answers it (403).
 
 Run with ``-s`` for what each test saw (statuses, slowest answer), and with
 ``FUZZ_DETAILS=1`` for every problem detail, counted.
@@ -39,20 +40,21 @@ import json
 import os
 import re
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gateway import sdp
 from gateway.auth import mint_viewer_token
+from gateway.clients.whip import WhipSession
 from gateway.events import EVENTS
 from tests.conftest import GatewayFactory, Leaks, RunningGateway
 from tests.integration.test_whep import LAYER_REL, SSE_REL, Publisher, start_publisher
-from gateway.clients.whip import WhipSession
 from tests.integration.test_whip import wait_stream
 from tests.publishers import aiortc_publisher, answer
 from tests.viewers import aiortc_viewer
@@ -62,10 +64,11 @@ SDPFRAG = "application/trickle-ice-sdpfrag"
 PROBLEM = "application/problem+json"
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sdp"
 
-PUBLISH_OFFERS = [(FIXTURES / f"{n}.sdp").read_bytes() for n in
-                  ("chrome_publish", "firefox_publish", "obs_h264", "aiortc_publish", "safari_publish")]
-VIEW_OFFERS = [(FIXTURES / f"{n}.sdp").read_bytes() for n in
-               ("chrome_view", "firefox_view", "aiortc_view", "safari_view")]
+OFFERS = {n: (FIXTURES / f"{n}.sdp").read_bytes() for n in (
+    "chrome_publish", "firefox_publish", "obs_h264", "aiortc_publish", "safari_publish",
+    "chrome_view", "firefox_view", "aiortc_view", "safari_view")}
+PUBLISH = [n for n in OFFERS if not n.endswith("_view")]
+VIEW = [n for n in OFFERS if n.endswith("_view")]
 
 FUZZ = settings(max_examples=150, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
@@ -156,13 +159,14 @@ def _weighted(**weights: int) -> st.SearchStrategy[str]:
 OPS = _weighted(delete=3, duplicate=3, swap=1, junk_line=1, port=2, codec=3, huge_attr=2, number=3,
                 control=1, strip_prefix=1, direction=2, drop_attr=3, dup_section=2, proto=1, mid=2,
                 attr_value=4, setup=1, fingerprint=1, port0=1)
+DIRECTIONS = ("a=sendonly", "a=recvonly", "a=sendrecv", "a=inactive")
 ATTRS = ["ice-ufrag", "ice-pwd", "fingerprint", "mid", "group", "rtpmap", "fmtp", "setup", "rtcp-mux",
          "candidate", "msid", "ssrc", "extmap", "rtcp-fb", "sendonly", "recvonly", "ice-options",
          "bundle-only", "rid", "simulcast"]
 
 
 @st.composite
-def mutated_offer(draw: st.DrawFn, bases: list[bytes]) -> bytes:
+def mutated_offer(draw: st.DrawFn, bases: list[str]) -> bytes:
     """A real offer, mutated a few times; or something that was never SDP."""
     # sampled_from, not integers(): Hypothesis leans integers towards their bounds.
     whole = draw(st.sampled_from([9] * 26 + [0, 1, 2, 3]))
@@ -173,7 +177,7 @@ def mutated_offer(draw: st.DrawFn, bases: list[bytes]) -> bytes:
     if whole == 2:
         return draw(st.binary(max_size=2000)).decode("latin-1").encode("utf-8")
     if whole == 3:  # 1,000 m-lines: small ones (size limit not hit), or real sections (64 KiB hit)
-        base = draw(st.sampled_from(bases)).decode()
+        base = OFFERS[draw(st.sampled_from(bases))].decode()
         head, _, rest = base.partition("\r\nm=")
         if draw(st.booleans()):
             section = "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:{i}\r\n"
@@ -183,7 +187,7 @@ def mutated_offer(draw: st.DrawFn, bases: list[bytes]) -> bytes:
         count = draw(st.sampled_from([17, 1000]))
         return (head + "\r\n" + "".join(section.format(i=i) for i in range(count))).encode()
 
-    lines = draw(st.sampled_from(bases)).decode().split("\r\n")
+    lines = OFFERS[draw(st.sampled_from(bases))].decode().split("\r\n")
     for _ in range(draw(st.integers(1, 4))):
         op = draw(OPS)
         if not lines:
@@ -216,9 +220,12 @@ def mutated_offer(draw: st.DrawFn, bases: list[bytes]) -> bytes:
         elif op == "codec":  # rename every codec of the offer, or one
             name = draw(st.one_of(st.sampled_from(["X-UNKNOWN", "opus ", "", "VP8/", "h264;", "rtx",
                                                    "OPUS", "vp9", "H265", "AV1", "red"]), TOKEN))
-            count = draw(st.sampled_from([0, 1]))
-            lines = [re.sub(r"^(a=rtpmap:\S+ )[^/]*", lambda m: m.group(1) + name, ln, count=count)
-                     for ln in lines]
+            rtpmaps = [k for k, ln in enumerate(lines) if ln.startswith("a=rtpmap:")]
+            if rtpmaps and draw(st.booleans()):
+                rtpmaps = [draw(st.sampled_from(rtpmaps))]
+            for k in rtpmaps:
+                head, _, rest = lines[k].partition(" ")
+                lines[k] = f"{head} {name}/{rest.partition('/')[2]}" if "/" in rest else f"{head} {name}"
         elif op == "huge_attr":
             size = draw(st.sampled_from([300, 5000, 40000, 70000]))
             name = draw(st.sampled_from(["ice-ufrag", "ice-pwd", "fingerprint", "mid", "x-junk",
@@ -235,8 +242,7 @@ def mutated_offer(draw: st.DrawFn, bases: list[bytes]) -> bytes:
             lines[i] = draw(st.sampled_from([lines[i][2:], lines[i][:1].upper() + lines[i][1:]]))
         elif op == "direction":
             new = draw(st.sampled_from(["sendonly", "recvonly", "sendrecv", "inactive", "sendonly:x"]))
-            lines = [re.sub(r"^a=(sendonly|recvonly|sendrecv|inactive)$", f"a={new}", ln)
-                     if draw(st.booleans()) else ln for ln in lines]
+            lines = [f"a={new}" if ln in DIRECTIONS and draw(st.booleans()) else ln for ln in lines]
         elif op == "drop_attr":  # every a=<name> line of one kind
             name = draw(st.sampled_from(ATTRS))
             lines = [ln for ln in lines if not re.match(rf"^a={re.escape(name)}(:|$)", ln)]
@@ -246,14 +252,14 @@ def mutated_offer(draw: st.DrawFn, bases: list[bytes]) -> bytes:
             section = lines[k:following[0] if following else len(lines)]
             section = [ln for ln in section if ln]
             if draw(st.booleans()):  # as a second track with its own mid
-                section = [re.sub(r"^a=mid:.*", "a=mid:9", ln) for ln in section]
+                section = ["a=mid:9" if ln.startswith("a=mid:") else ln for ln in section]
             lines[len(lines):] = section
         elif op == "mid":
             value = draw(st.one_of(st.sampled_from(["0", "1", "", "a b", "9", "x" * 300]), TOKEN))
-            lines = [re.sub(r"^a=mid:.*", f"a=mid:{value}", ln, count=1) if draw(st.booleans()) else ln
+            lines = [f"a=mid:{value}" if ln.startswith("a=mid:") and draw(st.booleans()) else ln
                      for ln in lines]
             if draw(st.booleans()):
-                lines = [re.sub(r"^a=group:BUNDLE.*", f"a=group:BUNDLE {value}", ln) for ln in lines]
+                lines = [f"a=group:BUNDLE {value}" if ln.startswith("a=group:BUNDLE") else ln for ln in lines]
         elif op == "attr_value" and attr_lines:  # one attribute's value replaced
             k = draw(st.sampled_from(attr_lines))
             name = lines[k][2:].partition(":")[0]
@@ -262,11 +268,11 @@ def mutated_offer(draw: st.DrawFn, bases: list[bytes]) -> bytes:
             lines[k] = f"a={name}:{value}"
         elif op == "setup":
             value = draw(st.sampled_from(["active", "passive", "holdconn", "actpass", "", "junk"]))
-            lines = [re.sub(r"^a=setup:.*", f"a=setup:{value}", ln) for ln in lines]
+            lines = [f"a=setup:{value}" if ln.startswith("a=setup:") else ln for ln in lines]
         elif op == "fingerprint":
             value = draw(st.sampled_from(["sha-999 00:11", "sha-256", "sha-256 zz", "", "sha-1 " + "AB:" * 19 + "AB",
                                           "sha-256 " + ":".join(["00"] * 32)]))
-            lines = [re.sub(r"^a=fingerprint:.*", f"a=fingerprint:{value}", ln) for ln in lines]
+            lines = [f"a=fingerprint:{value}" if ln.startswith("a=fingerprint:") else ln for ln in lines]
     text = draw(st.sampled_from(["\r\n"] * 8 + ["\n", "\r"])).join(lines)
     body = text.encode("utf-8", "surrogatepass")
     if draw(st.sampled_from([False] * 9 + [True])):  # truncated at a random byte
@@ -281,17 +287,17 @@ WHIP_OFFER_STATUSES = {201, 400, 413, 422}
 
 
 @FUZZ
-@given(body=mutated_offer(PUBLISH_OFFERS))
+@given(body=mutated_offer(PUBLISH))
 @example(body=b"")
 @example(body=b"  \r\n\t ")
 @example(body=b"\xff\xfe\x00junk")
-@example(body=PUBLISH_OFFERS[0].replace(b"m=video 9 ", b"m=video 70000 "))
-@example(body=PUBLISH_OFFERS[0].replace(b"m=video 9 ", b"m=video -1 "))
-@example(body=PUBLISH_OFFERS[0].replace(b"m=video 9 ", b"m=video 99999999999 "))
-@example(body=re.sub(rb"a=rtpmap:(\d+) [^/]*", rb"a=rtpmap:\1 X-UNKNOWN", PUBLISH_OFFERS[3]))
+@example(body=re.sub(rb"m=video \d+ ", b"m=video 70000 ", OFFERS["chrome_publish"]))
+@example(body=re.sub(rb"m=video \d+ ", b"m=video -1 ", OFFERS["chrome_publish"]))
+@example(body=re.sub(rb"m=video \d+ ", b"m=video 99999999999 ", OFFERS["chrome_publish"]))
+@example(body=re.sub(rb"a=rtpmap:(\d+) [^/]*", rb"a=rtpmap:\1 X-UNKNOWN", OFFERS["aiortc_publish"]))
 # <port>/<number of ports>: Janus 1.1.2 cannot parse it, drops its answer and never replies
 # (was a 503 after 6 s, once with the room left behind).
-@example(body=re.sub(rb"m=audio \d+ ", b"m=audio 9/2 ", PUBLISH_OFFERS[0], count=1))
+@example(body=re.sub(rb"m=audio \d+ ", b"m=audio 9/2 ", OFFERS["chrome_publish"], count=1))
 async def test_whip_offers(gateway: RunningGateway, leaks: Leaks, http: httpx.AsyncClient,
                            body: bytes) -> None:
     r = await http.post(gateway.whip("fuzz"), content=body, headers={"Content-Type": SDP})
@@ -322,13 +328,13 @@ WHEP_OFFER_STATUSES = {201, 400, 406, 413, 415, 422}
 
 
 @FUZZ
-@given(body=mutated_offer(VIEW_OFFERS))
+@given(body=mutated_offer(VIEW))
 @example(body=b"")
 @example(body=b" \r\n ")
 @example(body=b"\xff" * 10)
 # Two m-lines with one mid: choose_codecs raises SdpError (not BridgeError).
-@example(body=VIEW_OFFERS[0].replace(b"a=mid:1", b"a=mid:0"))
-@example(body=re.sub(rb"m=video \d+ ", b"m=video 9/2 ", VIEW_OFFERS[0], count=1))
+@example(body=OFFERS["chrome_view"].replace(b"a=mid:1", b"a=mid:0"))
+@example(body=re.sub(rb"m=video \d+ ", b"m=video 9/2 ", OFFERS["chrome_view"], count=1))
 async def test_whep_offers(live: tuple[RunningGateway, Publisher], leaks: Leaks,
                            http: httpx.AsyncClient, body: bytes) -> None:
     gw, _ = live
@@ -718,6 +724,8 @@ async def keyed(start_gateway: GatewayFactory, http: httpx.AsyncClient) -> Async
             "token=" + "x" * 5000, "token=a.b.c", "%zz=1"])))
 @example(target="whip-post", authorization="Bearer " + "k" * 16 * 1024, if_match=None,
          content_type="application/sdp", good_auth=False, query=None)
+@example(target="whip-post", authorization="Bearer " + "k" * 1024 * 1024, if_match=None,
+         content_type="application/sdp", good_auth=False, query=None)
 @example(target="whip-post", authorization=b"Bearer \xff\xfe\x80", if_match=None,
          content_type="application/sdp", good_auth=False, query=None)
 @example(target="whep-post", authorization=b"Bearer \xff.\xfe.\x80", if_match=None,
@@ -784,58 +792,4 @@ async def test_headers(keyed: dict[str, Any], leaks: Leaks, http: httpx.AsyncCli
     assert len(await leaks.rooms()) == 2  # the live publisher's and the idle WHIP session's
 
 
-# -- unit level: what tests/unit does not already cover --------------------------
-# tests/unit/test_sdp.py already checks that parse()/parse_fragment() raise
-# nothing but SdpError on arbitrary and SDP-shaped text, and
-# tests/unit/test_sdp_bridge.py that bridge()/choose_codecs() raise only
-# BridgeError/SdpError on garbled viewer offers.  Not covered there: that a
-# fragment the server writes reads back as written, for any credentials and
-# candidates; and that choose_codecs only ever picks codecs the viewer offered.
-
-
-@settings(max_examples=300, deadline=None)
-@given(ufrag=ICE_CHAR, pwd=ICE_CHAR, mid=st.one_of(st.none(), TOKEN),
-       cands=st.lists(CANDIDATE.filter(lambda c: "\n" not in c and "\r" not in c), max_size=5),
-       lite=st.booleans(), bundle=st.lists(TOKEN, max_size=3))
-def test_write_fragment_reads_back(ufrag: str, pwd: str, mid: str | None, cands: list[str], lite: bool,
-                                   bundle: list[str]) -> None:
-    media = sdp.MediaSection("audio", 9, "UDP/TLS/RTP/SAVPF", ["111"],
-                             [sdp.Line("a", f"mid:{mid}")] if mid is not None else [])
-    cands = [c for c in cands if len(c.split()) >= 8 and all(0x20 <= ord(ch) for ch in c)]
-    text = sdp.write_fragment(ufrag=ufrag, pwd=pwd, media=media, candidates=cands, ice_lite=lite,
-                              bundle_mids=bundle)
-    assume(len(text.encode()) <= sdp.MAX_SDPFRAG_BYTES)
-    frag = sdp.parse_fragment(text)
-    assert (frag.ice_ufrag, frag.ice_pwd) == (ufrag, pwd)
-    assert [c for _, c in frag.candidates] == cands
-    assert all(m == mid for m, _ in frag.candidates)
-    assert frag.end_of_candidates
-
-
-@settings(max_examples=300, deadline=None)
-@given(offer=st.sampled_from(VIEW_OFFERS).map(bytes.decode),
-       available=st.lists(st.tuples(st.sampled_from(["audio", "video"]),
-                                    st.sampled_from(["opus", "vp8", "vp9", "h264", "av1", "pcmu", "g722",
-                                                     "h265", "multiopus", "nonsense"]),
-                                    st.one_of(st.none(), st.sampled_from(
-                                        ["profile-level-id=42e01f;packetization-mode=1",
-                                         "profile-level-id=42001f;packetization-mode=0",
-                                         "profile-level-id=640c1f", "x"]))), max_size=4))
-def test_choose_codecs_picks_only_what_the_viewer_offered(offer: str, available: list[tuple[str, str, str | None]]) -> None:
-    from gateway.sdp_bridge import BridgeError, choose_codecs
-    try:
-        chosen = choose_codecs(offer, available)
-    except BridgeError:
-        return
-    parsed = sdp.parse(offer)
-    assert chosen and set(chosen) <= {kind for kind, _, _ in available}
-    for kind, choice in chosen.items():
-        offered = {(c.pt, c.name.lower()) for m in parsed.media if m.kind == kind for c in m.codecs()}
-        assert (choice.payload_type, choice.name.lower()) in offered
-
-
-@pytest.mark.parametrize("text", ["a=ice-ufrag:x\r\na=ice-pwd:\r\n", "a=ice-ufrag:\r\na=ice-pwd:y\r\n"])
-def test_fragment_with_an_empty_credential_is_an_sdp_error(text: str) -> None:
-    """Found by test_whip_patch_fragments: it used to reach the ICE restart (500)."""
-    with pytest.raises(sdp.SdpError):
-        sdp.parse_fragment(text)
+# Unit-level properties found missing while writing these: tests/unit/test_sdp_properties.py.
