@@ -51,6 +51,14 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"ok": ok, "nodes": nodes}, status_code=200 if ok else 503)
 
 
+# How uvicorn serves the app, for ``serve`` and the tests alike.
+SERVER_OPTIONS = {
+    "proxy_headers": True,
+    "timeout_keep_alive": 5,  # idle connections do not linger
+    "http": "h11",  # h11 caps request heads (16 KiB); httptools has no cap at all
+}
+
+
 def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     backend = backend or build_backend(settings)
     ingest = Ingest(

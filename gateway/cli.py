@@ -65,7 +65,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
+    from .app import SERVER_OPTIONS, create_app
     from .nodes import build_backend
 
     try:
@@ -86,8 +86,7 @@ def serve(args: argparse.Namespace) -> int:
     where = f"http://{settings.host}:{settings.port}"
     logging.getLogger("gateway").info("WHIP endpoint: %s/whip/<stream>", settings.public_url or where)
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level, proxy_headers=True,
-                            timeout_keep_alive=5)  # idle connections do not linger
+                            log_level=settings.log_level, **SERVER_OPTIONS)
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1

@@ -23,7 +23,7 @@ import httpx
 import pytest
 import uvicorn
 
-from gateway.app import create_app
+from gateway.app import SERVER_OPTIONS, create_app
 from gateway.config import JanusNodeSettings, Settings, load_settings
 from gateway.janus.admin import JanusAdmin
 from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port
@@ -171,7 +171,8 @@ async def start_gateway(janus_node: ManagedJanus | Topology,
         settings = load_settings(host="127.0.0.1", port=port, **overrides)
         app = create_app(settings)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on",
-                                               log_level="info" if access_log else "warning"))
+                                               log_level="info" if access_log else "warning",
+                                               **SERVER_OPTIONS))
         task = asyncio.create_task(server.serve())
         while not server.started:
             if task.done():

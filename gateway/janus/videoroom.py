@@ -145,7 +145,12 @@ class RoomPublisher:
                                 "publisher_id": self.publisher_id, "host": host, "streams": streams}
         if self.node.plugin_admin_key:
             body["admin_key"] = self.node.plugin_admin_key
-        reply = await self.node.control(VIDEOROOM).request(body)
+        # Forwarder changes must never overlap the publisher's teardown:
+        # Janus 1.1.2 aborts on that race (see stop_forward and close).
+        async with self._forwarding:
+            if self._closed:
+                raise JanusUnreachable(f"publisher in room {self.room_id} is closing")
+            reply = await self.node.control(VIDEOROOM).request(body)
         return [int(f["stream_id"]) for f in reply.get("forwarders") or []]
 
     async def stop_forward(self, stream_ids: list[int]) -> None:
