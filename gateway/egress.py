@@ -353,6 +353,8 @@ class Egress:
             except GatewayError:
                 del egress.variants[key]
                 await mountpoint.destroy()
+                if not egress.variants and self._egress.get((egress.stream, egress.node.name)) is egress:
+                    del self._egress[(egress.stream, egress.node.name)]
                 raise
             log.info("stream %s: mountpoint %s on %s for PTs %s", egress.stream, mountpoint.id,
                      egress.node.name, dict(key))
@@ -377,6 +379,9 @@ class Egress:
         try:
             variant.forwarders = await backend.forward(host, targets)
         except (JanusError, JanusUnreachable) as exc:
+            if publisher.state is not PublisherState.LIVE:  # it left while we set up
+                raise StreamNotLive(f"stream {publisher.stream!r} has no live publisher",
+                                    retry_after=self.policy.retry_after) from exc
             raise backend_error(exc, backend.node) from exc
         variant.fed_by = backend
 

@@ -105,7 +105,7 @@ class Ingest:
         if old is not None and old.holds_stream(self.policy.connect_timeout):
             raise StreamBusy(f"stream {stream!r} is already being published", retry_after=5)
         node = self.pool.for_publisher()
-        session = PublisherSession(stream=stream, offer=offer)
+        session = PublisherSession(stream=stream, offer=offer, node_name=node.name)
         session.remote_ufrag, session.remote_pwd = offer.ice_credentials()
         self.registry.put(session)  # claims the stream before any await
         if old is not None:
@@ -130,6 +130,7 @@ class Ingest:
                 raise backend_error(exc, node) from exc
             raise
         if session.state is PublisherState.ENDED:  # the node died while we waited
+            self.registry.remove(session)
             await session.backend.close()
             raise MediaServerUnavailable(f"node {node.name} went down during set-up")
         self._arm(session, self.policy.connect_timeout, "no media within the connect timeout")
@@ -281,9 +282,11 @@ class Ingest:
 
     def _node_down(self, node: JanusNode) -> None:
         for session in self.registry.sessions():
-            if session.backend is not None and session.backend.node is node:
+            if session.node_name != node.name:
+                continue
+            if session.backend is not None:
                 self._end_soon(session, f"node {node.name} went down")
-            elif session.backend is None:
+            else:  # still being set up: publish() sees this and fails with 503
                 session.set_state(PublisherState.ENDED)
 
 

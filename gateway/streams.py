@@ -52,6 +52,7 @@ class PublisherSession:
     id: str = field(default_factory=new_resource_id)
     etag: str = field(default_factory=new_etag)
     backend: RoomPublisher | None = None
+    node_name: str | None = None  # where its set-up runs, known before the backend exists
     state: PublisherState = PublisherState.CONNECTING
     created_at: float = field(default_factory=time.monotonic)
     state_since: float = field(default_factory=time.monotonic)

@@ -214,6 +214,11 @@ class JanusSession:
             try:
                 async with client.http.get(f"{client.url}/{self.id}", params=params,
                                            timeout=poll_timeout) as response:
+                    if response.status == 404:
+                        # Janus 1.1.2 answers a poll for a session it no longer
+                        # knows (it restarted) with 404 and no body.
+                        self._mark_lost()
+                        return
                     reply = await response.json(content_type=None)
             except asyncio.CancelledError:
                 raise
@@ -228,6 +233,8 @@ class JanusSession:
             failures = 0
             events = reply if isinstance(reply, list) else [reply]
             for event in events:
+                if not isinstance(event, dict):
+                    continue
                 if event.get("janus") == "error":
                     code = (event.get("error") or {}).get("code")
                     if code == JanusError.NO_SUCH_SESSION:
@@ -299,6 +306,10 @@ class JanusHandle:
             raise JanusUnreachable(f"no answer to {body.get('request')} in {timeout} s") from exc
         finally:
             self.session.forget(transaction)
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: a lost session fails it and nobody waits
+            else:
+                future.cancel()
         if event.get("janus") == "error":
             err = event.get("error") or {}
             raise JanusError(int(err.get("code", 0)), str(err.get("reason", "")))
