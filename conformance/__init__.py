@@ -12,7 +12,9 @@ a run fails only on MUST failures.
 
 Layout: ``runner`` (registry, results, the loop), ``context`` (target,
 HTTP, cleanup), ``offers`` (the SDP the suite sends), ``checks/`` (the
-checks, by protocol), ``report`` (table, JSON, Markdown).
+checks, by protocol; ``checks/rules/`` holds the rules WHIP and WHEP share,
+written once and registered for each by ``checks/protocol``), ``report``
+(table, JSON, Markdown).
 """
 
 from .context import Config

@@ -72,6 +72,10 @@ class Config:
     check_timeout: float = 30.0
     verify_tls: bool = True
 
+    def endpoint(self, kind: Kind) -> str | None:
+        """The WHIP or WHEP URL as given (``{stream}`` still in it)."""
+        return self.whip if kind == "whip" else self.whep
+
     def describe(self) -> dict[str, object]:
         """The target, for reports: never the tokens themselves."""
         return {"whip": self.whip, "whep": self.whep, "token": bool(self.token),
@@ -184,6 +188,10 @@ class Context:
         assert self.config.whep, "no WHEP URL"
         return self.config.whep.replace(PLACEHOLDER, stream)
 
+    def endpoint_url(self, kind: Kind, stream: str) -> str:
+        """The endpoint a ``kind`` POST for ``stream`` goes to."""
+        return self.whip_url(stream) if kind == "whip" else self.whep_url(stream)
+
     def token_for(self, kind: Kind) -> str | None:
         return self.config.token if kind == "whip" else self.config.viewer_token
 
@@ -247,7 +255,7 @@ class Context:
         scope and DELETEd when the scope closes unless the check deleted it."""
         if kind == "whip" and not self.whip_templated:
             await self._free_fixed_whip()
-        url = self.whip_url(stream) if kind == "whip" else self.whep_url(stream)
+        url = self.endpoint_url(kind, stream)
         response = await self.request("POST", url, kind=kind, content=body,
                                       content_type=content_type, auth=auth, headers=headers)
         self.posts[kind] += 1

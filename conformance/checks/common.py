@@ -186,14 +186,30 @@ class Basic:
     delete: httpx.Response | None = None
 
 
+async def stream_for(ctx: Context, kind: Kind, tag: str) -> str:
+    """Where a check POSTs: WHIP, a fresh stream; WHEP, the live one (so a
+    4xx is about what the check sent, not about a missing publisher)."""
+    return ctx.new_stream(tag) if kind == "whip" else (await live(ctx)).stream
+
+
+async def offer_for(ctx: Context, kind: Kind) -> str:
+    """The plain (cached, never connected) offer of a publisher or a viewer."""
+    return await ctx.offers.publisher() if kind == "whip" else await ctx.offers.viewer()
+
+
+def media_type(response: httpx.Response) -> str:
+    """The Content-Type without parameters, lower-cased."""
+    return response.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def is_4xx(response: httpx.Response) -> bool:
+    return 400 <= response.status_code < 500
+
+
 async def basic(ctx: Context, kind: Kind) -> Basic:
     async def build() -> Basic:
-        if kind == "whip":
-            stream = ctx.new_stream("basic")
-            offer = await ctx.offers.publisher()
-        else:
-            stream = (await live(ctx)).stream
-            offer = await ctx.offers.viewer()
+        stream = await stream_for(ctx, kind, "basic")
+        offer = await offer_for(ctx, kind)
         response, session = await ctx.post(kind, stream, offer, local_sdp=offer)
         result = Basic(kind, stream, response, session, offer)
         if session is not None:
@@ -213,13 +229,10 @@ async def created(ctx: Context, kind: Kind) -> Basic:
 
 
 async def fresh_session(ctx: Context, kind: Kind, tag: str, stream: str | None = None) -> Session:
-    """A session of its own for a check that changes or deletes it (never connected)."""
-    if kind == "whip":
-        stream = stream or ctx.new_stream(tag)
-        offer = await ctx.offers.publisher()
-    else:
-        stream = (await live(ctx)).stream
-        offer = await ctx.offers.viewer()
+    """A session of its own for a check that changes or deletes it (never
+    connected), on ``stream`` or where ``stream_for`` POSTs."""
+    stream = stream or await stream_for(ctx, kind, tag)
+    offer = await offer_for(ctx, kind)
     response, session = await ctx.post(kind, stream, offer, local_sdp=offer)
     if session is None:
         raise Skip(f"could not create a {kind.upper()} session: POST answered {describe(response)}")
