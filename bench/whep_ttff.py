@@ -31,6 +31,12 @@ Run as root (it makes a private network namespace, see gateway/sandbox.py):
     sudo .venv/bin/python bench/whep_ttff.py [--viewers 50] [--procs 2]
         [--rounds 3] [--json out.json]
 
+Digging: ``--warm`` (one unmeasured gateway viewer all along, so the PT
+variant outlives the batches), ``--bufferkf`` (experiment: Janus keeps the
+last key frame of every video mountpoint, the gateway's through the probes),
+``--ice-lite``, ``--gateway-profile FILE`` (cProfile), ``--keep-logs DIR``.
+The gateway runs with its POST rate limits off: every viewer is 127.0.0.1.
+
 Afterwards Janus's admin API must show nothing left: sessions, handles,
 VideoRoom rooms, Streaming mountpoints.
 """
@@ -69,6 +75,8 @@ VIDEOROOM = "janus.plugin.videoroom"
 STREAM = "ttff"
 TARGET_GATEWAY_TTFF_P95_MS = 150.0
 PROBE_ENV = "WHEP_TTFF_PROBES"
+BUFFERKF_ENV = "WHEP_TTFF_BUFFERKF"
+PROFILE_ENV = "WHEP_TTFF_PROFILE"
 
 
 def now() -> float:
@@ -155,6 +163,7 @@ class ViewerRecord:
     t_answer: float | None = None  # native: aiortc answer made (incl. gathering)
     t_started: float | None = None  # native: Janus's "starting" event
     t_srd: float | None = None  # gateway: answer applied
+    t_ice: float | None = None  # aiortc iceConnectionState "completed" (ICE done)
     t_connected: float | None = None  # aiortc connectionState "connected" (ICE + DTLS)
     t_rtp: float | None = None  # first video RTP packet (after SRTP)
     t_kf: float | None = None  # first packet that starts a VP8 key frame
@@ -222,6 +231,11 @@ class Viewer:
         @self.pc.on("track")
         def _track(track: Any) -> None:
             self.tasks.append(asyncio.ensure_future(self._consume(track)))
+
+        @self.pc.on("iceconnectionstatechange")
+        def _ice() -> None:
+            if self.pc.iceConnectionState in ("completed", "connected") and rec.t_ice is None:
+                rec.t_ice = now()
 
         @self.pc.on("connectionstatechange")
         def _state() -> None:
@@ -596,23 +610,41 @@ def serve_probed(argv: list[str]) -> int:
                 step(name, t0)
         return wrapper
 
-    Egress = egress_module.Egress
-    Egress.view = timed_async(Egress.view, "view")  # type: ignore[method-assign]
-    Egress._variant = timed_async(Egress._variant, "variant")  # type: ignore[method-assign]
-    Mountpoint = streaming_module.Mountpoint
-    create = Mountpoint.create
-    Mountpoint.create = classmethod(  # type: ignore[method-assign,assignment]
-        lambda cls, *a, **kw: timed_async(create, "mountpoint_create")(*a, **kw))
-    StreamingViewer = streaming_module.StreamingViewer
-    attach = StreamingViewer.attach
-    StreamingViewer.attach = classmethod(  # type: ignore[method-assign,assignment]
-        lambda cls, *a, **kw: timed_async(attach, "attach")(*a, **kw))
-    StreamingViewer.watch = timed_async(StreamingViewer.watch, "watch")  # type: ignore[method-assign]
-    StreamingViewer.start = timed_async(StreamingViewer.start, "start")  # type: ignore[method-assign]
-    RoomPublisher = videoroom_module.RoomPublisher
-    RoomPublisher.forward = timed_async(RoomPublisher.forward, "rtp_forward")  # type: ignore[method-assign]
-    sdp_bridge.bridge = timed_sync(sdp_bridge.bridge, "bridge")
-    sdp_bridge.choose_codecs = timed_sync(sdp_bridge.choose_codecs, "choose_codecs")
+    missing: list[str] = []
+
+    def patch(owner: Any, name: str, label: str, *, sync: bool = False) -> None:
+        """Wrap ``owner.name`` with a timer; a probe whose target moved is skipped."""
+        raw = getattr(owner, "__dict__", {}).get(name) if isinstance(owner, type) else None
+        func = getattr(owner, name, None)
+        if func is None:
+            missing.append(f"{getattr(owner, '__name__', owner)}.{name}")
+            return
+        if isinstance(raw, classmethod):
+            inner = raw.__func__
+            timed = timed_async(inner, label)
+            setattr(owner, name, classmethod(timed))
+        else:
+            setattr(owner, name, (timed_sync if sync else timed_async)(func, label))
+
+    patch(egress_module.Egress, "view", "view")
+    patch(egress_module.Egress, "_variant", "variant")
+    patch(streaming_module.Mountpoint, "create", "mountpoint_create")
+    patch(streaming_module.StreamingViewer, "attach", "attach")
+    patch(streaming_module.StreamingViewer, "watch", "watch")
+    patch(streaming_module.StreamingViewer, "start", "start")
+    patch(videoroom_module.RoomPublisher, "forward", "rtp_forward")
+    patch(sdp_bridge, "bridge", "bridge", sync=True)
+    patch(sdp_bridge, "choose_codecs", "choose_codecs", sync=True)
+    if os.environ.get(BUFFERKF_ENV) == "1":  # experiment: Janus keeps the last key frame
+        media_body = streaming_module._media_body
+
+        def with_bufferkf(m: Any) -> Json:
+            body = media_body(m)
+            if m.kind == "video":
+                body["bufferkf"] = True
+            return body
+
+        streaming_module._media_body = with_bufferkf
 
     Handle = client_module.JanusHandle
     handle_post = Handle._post
@@ -690,11 +722,28 @@ def serve_probed(argv: list[str]) -> int:
         return app
 
     app_module.create_app = probed_create_app
+    if missing:
+        print(f"whep_ttff probes: not found, not timed: {missing}", file=sys.stderr, flush=True)
     from gateway.cli import main as cli_main
 
+    def on_term(_signum: int, _frame: Any) -> None:
+        # uvicorn re-raises the SIGTERM it captured once it has shut down;
+        # leave through Python so the probes and the profile get written.
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, on_term)
+    profiler = None
+    if os.environ.get(PROFILE_ENV):
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         return cli_main(argv)
     finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(os.environ[PROFILE_ENV])
         if lag:
             out.write(json.dumps({"lag": lag}) + "\n")
         out.close()
@@ -716,7 +765,8 @@ class GatewayProcess:
     """``whip-gateway serve`` on the bench's Janus, as its own process."""
 
     def __init__(self, janus: Any, port: int, log_path: Path, probes: Path | None,
-                 log_level: str | None, extra_env: list[str] | None) -> None:
+                 log_level: str | None, extra_env: list[str] | None,
+                 bufferkf: bool = False, profile: Path | None = None) -> None:
         cfg = janus.cfg
         env = dict(os.environ)
         env["WHIP_GATEWAY_JANUS"] = json.dumps([{
@@ -724,9 +774,17 @@ class GatewayProcess:
             "admin_secret": cfg.admin_secret, "plugin_admin_key": cfg.plugin_admin_key,
         }])
         env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        # Every viewer comes from 127.0.0.1: the per-client/per-stream POST rate
+        # limits (abuse protection) would answer a burst with 429.
+        env.setdefault("WHIP_GATEWAY_RATE_LIMIT_PER_CLIENT", "")
+        env.setdefault("WHIP_GATEWAY_RATE_LIMIT_PER_STREAM", "")
         for item in extra_env or []:
             key, _, value = item.partition("=")
-            env[key] = value
+            env[key] = value + os.pathsep + env[key] if key == "PYTHONPATH" else value
+        if bufferkf:
+            env[BUFFERKF_ENV] = "1"
+        if profile is not None:
+            env[PROFILE_ENV] = str(profile)
         if probes is not None:
             env[PROBE_ENV] = str(probes)
             base = [sys.executable, str(Path(__file__).resolve()), "--probed-gateway"]
@@ -816,6 +874,7 @@ class NativeFeed:
     """The bench's own mountpoint, fed by an rtp_forward from the gateway's room."""
 
     admin: Admin
+    bufferkf: bool = False
     room: int = 0
     publisher_id: int = 0
     mountpoint: int = 0
@@ -845,7 +904,7 @@ class NativeFeed:
                     "media": [
                         {"type": "audio", "mid": "a", "port": 0, "pt": 111, "codec": "opus"},
                         {"type": "video", "mid": "v", "port": 0, "rtcpport": 0, "pt": 96,
-                         "codec": "vp8"},
+                         "codec": "vp8", **({"bufferkf": True} if self.bufferkf else {})},
                     ]})
                 break
             except BenchError as exc:
@@ -1021,9 +1080,19 @@ def split(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
+async def require_live(gateway_url: str) -> None:
+    """A batch on a dropped publisher measures nothing: stop the run instead."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        streams = (await http.get(f"{gateway_url}/api/streams")).json().get("streams", {})
+    if not (streams.get(STREAM) or {}).get("live"):
+        raise BenchError(f"the publisher is no longer live ({streams.get(STREAM)}); the machine "
+                         "was probably too busy to keep it sending (publisher_media_timeout)")
+
+
 async def run_batch(args: argparse.Namespace, side: str, round_no: int, workers: Workers,
                     gateway: GatewayProcess, janus_url: str, mountpoint: int, viewers: int,
                     cpu: CpuMeter) -> Json:
+    await require_live(gateway.url)
     counts = split(viewers, len(workers.conns))
     active = [c for c, n in zip(workers.conns, counts) if n]
     base = {"side": side, "round": round_no, "whep_url": f"{gateway.url}/whep/{STREAM}",
@@ -1053,9 +1122,10 @@ async def run_batch(args: argparse.Namespace, side: str, round_no: int, workers:
         "side": side, "round": round_no, "go": go, "prep_s": prep_s,
         "settle_s": settled - go,
         "cpu_cores_join": {k: (cpu1[k] - cpu0[k]) / join_wall for k in cpu0},
+        "cpu_s_join": {k: cpu1[k] - cpu0[k] for k in cpu0},
         "other_cores_join": max(busy1 - busy0 - sum(cpu1[k] - cpu0[k] for k in cpu0), 0.0)
         / join_wall,
-        "loadavg_before": os.getloadavg()[0],
+        "loadavg": os.getloadavg()[0],
         "go_received_ms": [(r["t_go_received"] - go) * 1000 for r in replies if r.get("t_go_received")],
         "woke_ms": [(r["t_woke"] - go) * 1000 for r in replies if r.get("t_woke")],
         "teardown_s": max(r["teardown_s"] for r in replies),
@@ -1087,7 +1157,7 @@ async def measure(args: argparse.Namespace, janus: Any, gateway: GatewayProcess,
     cfg = janus.cfg
     admin = Admin(cfg.admin_url, cfg.admin_secret, cfg.plugin_admin_key)
     http = httpx.AsyncClient(timeout=httpx.Timeout(args.request_timeout))
-    feed = NativeFeed(admin)
+    feed = NativeFeed(admin, bufferkf=args.bufferkf)
     publisher: Any = None
     publisher_url = ""
     keeper: tuple[Viewer, str] | None = None
@@ -1116,9 +1186,13 @@ async def measure(args: argparse.Namespace, janus: Any, gateway: GatewayProcess,
                 batch = await run_batch(args, side, r, workers, gateway, cfg.api_url,
                                         feed.mountpoint, args.viewers, cpu)
                 batches.append(batch)
-                ok = sum(1 for v in batch["viewers"] if v["t_frame"] is not None)
-                print(f"round {r} {side:<8}: {ok}/{len(batch['viewers'])} viewers decoded, "
-                      f"settled in {batch['settle_s']:.2f} s", flush=True)
+                zero = "t_post" if side == "gateway" else "t_attach"
+                ttff = [(v["t_frame"] - v[zero]) * 1000 for v in batch["viewers"]
+                        if v["t_frame"] is not None and v[zero] is not None]
+                print(f"round {r} {side:<8}: {len(ttff)}/{len(batch['viewers'])} decoded, TTFF "
+                      f"p50 {fmt(percentile(ttff, 50))} p95 {fmt(percentile(ttff, 95))} ms; "
+                      f"other processes used {batch['other_cores_join']:.2f} cores meanwhile",
+                      flush=True)
                 await asyncio.sleep(args.gap)
         results["batches"] = batches
     finally:
@@ -1178,6 +1252,10 @@ def analyse(results: Json, probes: list[Json], lag: list[tuple[float, float]]) -
             "steps_p50_ms": {},
             "cpu_cores_join": {k: sum(b["cpu_cores_join"][k] for b in batches) / max(len(batches), 1)
                                for k in (batches[0]["cpu_cores_join"] if batches else {})},
+            "other_cores_join": [b["other_cores_join"] for b in batches],
+            "cpu_ms_per_viewer_join": {
+                k: sum(b["cpu_s_join"][k] for b in batches) * 1000 / max(len(recs), 1)
+                for k in (batches[0]["cpu_s_join"] if batches else {})},
             "publisher_plis_per_batch": [len(b["publisher_plis"]) for b in batches],
             "first_publisher_pli_ms": [b["publisher_plis"][0] * 1000 if b["publisher_plis"] else None
                                        for b in batches],
@@ -1192,7 +1270,8 @@ def analyse(results: Json, probes: list[Json], lag: list[tuple[float, float]]) -
             steps += [("t_attach", "t_attached", "attach"), ("t_watch", "t_offer", "watch"),
                       ("t_offer", "t_answer", "aiortc answer"), ("t_answer", "t_started", "start"),
                       ("t_started", "t_connected", "ICE+DTLS")]
-        steps += [("t_connected", "t_rtp", "connected->1st RTP"),
+        steps += [("t_ice", "t_connected", "DTLS (ICE done->connected)"),
+                  ("t_connected", "t_rtp", "connected->1st RTP"),
                   ("t_rtp", "t_kf", "1st RTP->key frame pkt"),
                   ("t_kf", "t_frame", "key frame pkt->decoded"),
                   (zero, "t_connected", "start->connected"),
@@ -1204,6 +1283,14 @@ def analyse(results: Json, probes: list[Json], lag: list[tuple[float, float]]) -
         entry["viewers_waiting_for_keyframe"] = sum(
             1 for r in ok if r["t_kf"] and r["t_rtp"] and r["t_kf"] - r["t_rtp"] > 0.001)
         entry["viewers_sending_pli"] = sum(1 for r in recs if r["plis"])
+        ready = "t_srd" if side == "gateway" else "t_answer"
+        entry["slow_connect"] = {  # a ~1 s retransmission somewhere in ICE or DTLS
+            "over_800ms": sum(1 for r in recs if r.get(ready) and r["t_connected"]
+                              and r["t_connected"] - r[ready] > 0.8),
+            "of_which_dtls": sum(1 for r in recs if r.get(ready) and r["t_connected"]
+                                 and r["t_connected"] - r[ready] > 0.8 and r.get("t_ice")
+                                 and r["t_connected"] - r["t_ice"] > 0.5),
+            "of": sum(1 for r in recs if r.get(ready) and r["t_connected"])}
         if side == "gateway" and by_session:
             entry["gateway_steps"] = gateway_steps(recs, by_session)
         out[side] = entry
@@ -1279,7 +1366,11 @@ def report(results: Json) -> str:
            f"Janus {m['janus']}, aiortc {m['aiortc']}",
            f"run: {p['rounds']} rounds x {p['viewers']} viewers per side, in {p['procs']} worker "
            f"process(es); gateway variant {'warm (--warm)' if p['warm'] else 'cold each batch'}; "
-           f"probes {'on' if p['probes'] else 'off'}; {results.get('elapsed_s', 0):.1f} s", ""]
+           f"probes {'on' if p['probes'] else 'off'}"
+           f"{'; Janus ICE-lite' if p.get('ice_lite') else ''}"
+           f"{'; gateway env ' + ' '.join(p['gateway_env']) if p.get('gateway_env') else ''}"
+           f"{'; EXPERIMENT bufferkf on both sides' if p.get('bufferkf') else ''}; "
+           f"{results.get('elapsed_s', 0):.1f} s", ""]
     g, n = a["gateway"], a["native"]
     out.append(f"{'(ms)':<30}{'gateway':>24}{'native':>24}{'ratio p50/p95':>16}")
     for label, key in (("signalling p50/p95/max", "signalling"), ("TTFF p50/p95/max", "ttff")):
@@ -1301,12 +1392,18 @@ def report(results: Json) -> str:
         parts = [f"{k} {fmt(v)} ({fmt(entry['steps_p95_ms'][k])})"
                  for k, v in entry["steps_p50_ms"].items()]
         out.append(f"  {side}: " + "; ".join(parts))
+        slow = entry["slow_connect"]
+        out.append(f"    ICE+DTLS over 800 ms: {slow['over_800ms']}/{slow['of']} "
+                   f"(of which DTLS over 500 ms: {slow['of_which_dtls']})")
         out.append(f"    waited for a key frame after 1st RTP: {entry['viewers_waiting_for_keyframe']}"
                    f"/{entry['decoded']}; viewers that sent PLI: {entry['viewers_sending_pli']}; "
                    f"PLIs reaching the publisher per batch: {entry['publisher_plis_per_batch']}, "
                    f"first at +{[fmt(x) if x is not None else '-' for x in entry['first_publisher_pli_ms']]} ms")
         cores = ", ".join(f"{k} {v:.2f}" for k, v in entry["cpu_cores_join"].items())
-        out.append(f"    CPU cores used while joining: {cores}")
+        others = " ".join(f"{x:.2f}" for x in entry["other_cores_join"])
+        out.append(f"    CPU cores used while joining: {cores}; other processes per batch: {others}")
+        per = ", ".join(f"{k} {v:.1f}" for k, v in entry["cpu_ms_per_viewer_join"].items())
+        out.append(f"    CPU ms per viewer (go -> all decoded): {per}")
     if g.get("offer_ms"):
         out.append(f"  gateway viewers' offer (createOffer+gathering, before the POST): p50 "
                    f"{fmt(g['offer_ms']['p50_ms'])} ms, p95 {fmt(g['offer_ms']['p95_ms'])} ms")
@@ -1376,16 +1473,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-seconds", type=float, default=600.0, help="cap on the whole run")
     parser.add_argument("--no-probes", dest="probes", action="store_false",
                         help="run plain whip-gateway serve, without the timing wrappers")
+    parser.add_argument("--bufferkf", action="store_true",
+                        help="experiment: video mountpoints keep the last key frame for new viewers "
+                             "(Janus 'bufferkf'), the bench's own and, through the probes, the "
+                             "gateway's; needs the probes")
+    parser.add_argument("--gateway-profile", type=Path, metavar="FILE",
+                        help="run the (probed) gateway under cProfile, write the stats to FILE and "
+                             "print its top functions; slows the gateway down")
     parser.add_argument("--gateway-log-level", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--gateway-env", action="append", metavar="KEY=VALUE",
-                        help="extra environment for the gateway only, e.g. "
-                             "WHIP_GATEWAY_MOUNTPOINT_THREADS=2; repeatable")
+                        help="extra environment for the gateway only (PYTHONPATH is prepended), "
+                             "e.g. WHIP_GATEWAY_MOUNTPOINT_GRACE=30; repeatable")
+    parser.add_argument("--ice-lite", action="store_true",
+                        help="run Janus in ICE-lite mode (no ICE role conflict on bridged viewers)")
     parser.add_argument("--janus-event-loops", type=int, default=0, help="janus.jcfg event_loops")
     parser.add_argument("--keep-logs", type=Path, help="copy the gateway, Janus and probe logs here")
     args = parser.parse_args(argv)
     for name in ("viewers", "procs", "rounds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
+    if args.gateway_profile and not args.probes:
+        parser.error("--gateway-profile runs through the probes; drop --no-probes")
+    if args.bufferkf and not args.probes:
+        parser.error("--bufferkf patches the gateway through the probes; drop --no-probes")
     return args
 
 
@@ -1429,12 +1539,13 @@ def main(argv: list[str] | None = None) -> int:
     started = now()
     try:
         workers = Workers(args.procs)  # spawned early: they import aiortc meanwhile
-        janus = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE,
+        janus = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, ice_lite=args.ice_lite,
                                                 event_loops=args.janus_event_loops))
         janus.start()
         janus_info = httpx.get(f"{janus.cfg.api_url}/info", timeout=5).json()
         gateway = GatewayProcess(janus, free_port(), workdir / "gateway.log", probes,
-                                 args.gateway_log_level, args.gateway_env)
+                                 args.gateway_log_level, args.gateway_env, args.bufferkf,
+                                 args.gateway_profile)
         results["gateway_health"] = gateway.wait_healthy(30)
         results["gateway_command"] = gateway.command
         results["machine"] = machine_info(janus_info)
@@ -1497,6 +1608,15 @@ def main(argv: list[str] | None = None) -> int:
         results["analysis"] = analyse(results, posts, lag)
         print()
         print(report(results))
+    if args.gateway_profile and args.gateway_profile.exists():
+        import io
+        import pstats
+
+        text = io.StringIO()
+        stats = pstats.Stats(str(args.gateway_profile), stream=text)
+        stats.sort_stats("tottime").print_stats(25)
+        print("\ngateway profile (whole run, by own time):")
+        print("\n".join(text.getvalue().splitlines()[:60]))
     shutil.rmtree(workdir, ignore_errors=True)
     during = results.get("leftovers_gateway_up")
     if during is not None:
