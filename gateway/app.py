@@ -80,6 +80,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             viewer_connect_timeout=settings.viewer_connect_timeout,
             mountpoint_grace=settings.mountpoint_grace,
             mountpoint_threads=settings.mountpoint_threads,
+            buffer_keyframe=settings.mountpoint_buffer_keyframe,
         ),
     )
 

@@ -117,7 +117,12 @@ class Settings(BaseSettings):
     )
     viewer_connect_timeout: float = Field(15.0, gt=0)
     mountpoint_grace: float = Field(
-        3.0, ge=0, description="seconds a mountpoint outlives its last viewer"
+        3.0, ge=0, description="seconds a mountpoint outlives its last viewer once the "
+        "publisher is gone (while it is live, mountpoints stay)"
+    )
+    mountpoint_buffer_keyframe: bool = Field(
+        False, description="Janus keeps each mountpoint's last keyframe for new viewers "
+        "(faster first frame; experimental in Janus)",
     )
     mountpoint_threads: int = Field(
         2, ge=0, le=64, description="Streaming helper threads per mountpoint (large audiences)"

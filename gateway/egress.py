@@ -61,6 +61,8 @@ class EgressPolicy:
     retry_after: int = 5
     layers_interval: float = 2.0
     viewercount_interval: float = 1.0
+    keep_variants_while_live: bool = True
+    buffer_keyframe: bool = False
 
 
 class Egress:
@@ -343,7 +345,8 @@ class Egress:
                      for kind, codec, fmtp, simulcast in egress.signature if kind in pts]
             try:
                 mountpoint = await Mountpoint.create(egress.node, media, label=egress.stream,
-                                                     threads=self.policy.mountpoint_threads)
+                                                     threads=self.policy.mountpoint_threads,
+                                                     buffer_keyframe=self.policy.buffer_keyframe)
             except (JanusError, JanusUnreachable) as exc:
                 raise backend_error(exc, egress.node) from exc
             variant = Variant(key=key, mountpoint=mountpoint)
@@ -388,7 +391,12 @@ class Egress:
     # -- teardown ---------------------------------------------------------
 
     def _schedule_idle(self, egress: StreamEgress, variant: Variant) -> None:
+        """Drop a variant with no viewers after the grace period, but keep it
+        while its publisher is live: the next viewer then finds a mountpoint
+        (and, with ``mountpoint_buffer_keyframe``, a keyframe) waiting."""
         if variant.idle is not None:
+            return
+        if self.policy.keep_variants_while_live and self.publisher_live(egress.stream):
             return
         loop = asyncio.get_running_loop()
         variant.idle = loop.call_later(self.policy.mountpoint_grace,
@@ -435,6 +443,8 @@ class Egress:
                     for variant in egress.variants.values():
                         if variant.fed_by is publisher.backend:
                             variant.fed_by, variant.forwarders = None, []
+                        if not variant.viewers:
+                            self._schedule_idle(egress, variant)
 
     async def _refeed(self, egress: StreamEgress, publisher: PublisherSession) -> None:
         """A new publisher on the stream: same codecs → same mountpoints, new forwarders."""

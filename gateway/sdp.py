@@ -16,6 +16,7 @@ from typing import Iterable, Iterator
 MAX_SDP_BYTES = 64 * 1024
 MAX_MEDIA_SECTIONS = 16
 _LINE = re.compile(r"^([a-z])=(.*)$")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f]")  # every control character but TAB
 _TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
 # ASCII digits only, and few of them: str.isdigit() also takes "²" or "٣",
 # which int() then refuses or reads, and int() refuses over 4300 digits.
@@ -244,7 +245,7 @@ def _split_lines(text: str, *, limit: int) -> list[Line]:
         match = _LINE.match(raw)
         if not match:
             raise SdpError(f"line {number} is not of the form <type>=<value>: {raw[:60]!r}")
-        if any(ord(c) < 0x20 and c != "\t" for c in raw):
+        if _CONTROL.search(raw):
             raise SdpError(f"line {number} holds a control character")
         lines.append(Line(match.group(1), match.group(2)))
     return lines

@@ -53,14 +53,15 @@ class Mountpoint:
 
     @classmethod
     async def create(cls, node: JanusNode, media: list[MediaSpec], *, label: str,
-                     threads: int = 0) -> Mountpoint:
+                     threads: int = 0, buffer_keyframe: bool = False) -> Mountpoint:
         control = node.control(STREAMING)
         for _ in range(5):
             mountpoint_id = secrets.randbits(52) or 1
             body: dict[str, Any] = {
                 "request": "create", "type": "rtp", "id": mountpoint_id, "permanent": False,
                 "description": f"{node.tag} {label}",
-                "is_private": True, "media": [_media_body(m) for m in media],
+                "is_private": True,
+                "media": [_media_body(m, buffer_keyframe) for m in media],
             }
             if threads:
                 body["threads"] = threads
@@ -106,12 +107,14 @@ class Mountpoint:
         await quietly(self.node.control(STREAMING).request(body))
 
 
-def _media_body(m: MediaSpec) -> dict[str, Any]:
+def _media_body(m: MediaSpec, buffer_keyframe: bool = False) -> dict[str, Any]:
     body: dict[str, Any] = {"type": m.kind, "mid": m.mid, "port": 0, "pt": m.pt, "codec": m.codec}
     if m.fmtp:
         body["fmtp"] = m.fmtp
     if m.kind == "video":
         body["rtcpport"] = 0  # PLIs from viewers go back through the forwarder's rtcp_port
+        if buffer_keyframe:
+            body["bufferkf"] = True  # a new viewer gets the last keyframe at once
         if m.simulcast:
             body.update({"simulcast": True, "port2": 0, "port3": 0})
     return body
