@@ -75,7 +75,6 @@ VIDEOROOM = "janus.plugin.videoroom"
 STREAM = "ttff"
 TARGET_GATEWAY_TTFF_P95_MS = 150.0
 PROBE_ENV = "WHEP_TTFF_PROBES"
-BUFFERKF_ENV = "WHEP_TTFF_BUFFERKF"
 PROFILE_ENV = "WHEP_TTFF_PROFILE"
 
 
@@ -635,17 +634,6 @@ def serve_probed(argv: list[str]) -> int:
     patch(videoroom_module.RoomPublisher, "forward", "rtp_forward")
     patch(sdp_bridge, "bridge", "bridge", sync=True)
     patch(sdp_bridge, "choose_codecs", "choose_codecs", sync=True)
-    if os.environ.get(BUFFERKF_ENV) == "1":  # experiment: Janus keeps the last key frame
-        media_body = streaming_module._media_body
-
-        def with_bufferkf(m: Any) -> Json:
-            body = media_body(m)
-            if m.kind == "video":
-                body["bufferkf"] = True
-            return body
-
-        streaming_module._media_body = with_bufferkf
-
     Handle = client_module.JanusHandle
     handle_post = Handle._post
 
@@ -781,8 +769,8 @@ class GatewayProcess:
         for item in extra_env or []:
             key, _, value = item.partition("=")
             env[key] = value + os.pathsep + env[key] if key == "PYTHONPATH" else value
-        if bufferkf:
-            env[BUFFERKF_ENV] = "1"
+        if bufferkf:  # the gateway's own setting: Janus keeps each mountpoint's last key frame
+            env["WHIP_GATEWAY_MOUNTPOINT_BUFFER_KEYFRAME"] = "true"
         if profile is not None:
             env[PROFILE_ENV] = str(profile)
         if probes is not None:
@@ -1494,8 +1482,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name} must be at least 1")
     if args.gateway_profile and not args.probes:
         parser.error("--gateway-profile runs through the probes; drop --no-probes")
-    if args.bufferkf and not args.probes:
-        parser.error("--bufferkf patches the gateway through the probes; drop --no-probes")
     return args
 
 
