@@ -43,7 +43,6 @@ import random
 import re
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,22 +52,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
-REPO = Path(__file__).resolve().parent.parent
-for path in (REPO, Path(__file__).resolve().parent):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
 import httpx
-from whip_setup import gateway_command, percentile
+from harness import (KEEPALIVE_S, SDP, STREAMING, VIDEOROOM, AsyncJanusAdmin, GatewayProcess, Json,
+                     aiortc_offerer, apply_env_items, cpu_seconds, enter_netns, gateway_command,
+                     gateway_env, git, guarded, install_hard_cap, janus_children, params_of,
+                     percentile, proc_stat, rss_kb, run_capped, write_json)
 
 from gateway.janus.process import free_port
-from gateway.sandbox import SandboxUnavailable, enter_private_netns
 
-Json = dict[str, Any]
-SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
-VIDEOROOM = "janus.plugin.videoroom"
-STREAMING = "janus.plugin.streaming"
 
 OPS = ("publish", "view", "trickle", "ice_restart", "delete", "drop")
 DEFAULT_WEIGHTS = "publish=34,view=22,trickle=14,ice_restart=7,delete=12,drop=11"
@@ -93,48 +85,10 @@ GATEWAY_ENV = {
 }
 RECENT_S = 2.0  # a resource this young is most likely still alive at the gateway
 FORGET_S = 20.0  # signalling-only resources older than this are forgotten (abandoned)
-KEEPALIVE_S = 4.0  # below uvicorn's 5 s keep-alive: never reuse a connection it may close
 
 
 # --------------------------------------------------------------------------
-# /proc: the gateway's Janus children, their configs, memory and CPU
-
-
-def proc_stat(pid: int) -> tuple[str, str, int] | None:
-    """(comm, state, ppid) of ``pid``, or None if it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    comm = stat[stat.index("(") + 1:stat.rindex(")")]
-    rest = stat[stat.rindex(")") + 2:].split()
-    return comm, rest[0], int(rest[1])
-
-
-def janus_children(ppid: int) -> list[int]:
-    """Live (not zombie) Janus processes whose parent is ``ppid``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            st = proc_stat(int(entry.name))
-            if st and st[0] == "janus" and st[2] == ppid and st[1] != "Z":
-                found.append(int(entry.name))
-    return sorted(found)
-
-
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
+# /proc: the gateway's Janus children and their configs
 
 
 @dataclass
@@ -200,20 +154,15 @@ def managed_nodes(gateway_pid: int) -> dict[str, JanusNodeInfo]:
 # the gateway process
 
 
-class Gateway:
+class Gateway(GatewayProcess):
+    """The gateway in its embedded default: two Janus nodes of its own, supervised."""
+
     def __init__(self, workdir: Path, log_level: str, extra_env: list[str],
                  heap_dir: Path | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "gateway.log"
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("WHIP_GATEWAY_") or k == "WHIP_GATEWAY_SANDBOX"}
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        env = gateway_env(clean=True)
         env["PYTHONUNBUFFERED"] = "1"
         env.update(GATEWAY_ENV)
-        for item in extra_env:
-            key, _, value = item.partition("=")
-            env[key] = value
+        apply_env_items(env, extra_env, prepend=())
         self.env = {k: v for k, v in env.items() if k.startswith("WHIP_GATEWAY_")}
         self.heap_dir = heap_dir
         self.heap_dumps = 0
@@ -221,13 +170,8 @@ class Gateway:
         if heap_dir is not None:
             # The same CLI, under tracemalloc, dumping its heap on SIGUSR2.
             base = [sys.executable, str(Path(__file__).resolve()), HEAP_PROBE_FLAG, str(heap_dir)]
-        self.command = [*base, "serve", "--port", str(self.port),
-                        "--janus-interface", "v0", "--log-level", log_level]
-        self._log = open(self.log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            self.command, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        super().__init__(base, env, workdir / "gateway.log", free_port(),
+                         ["--janus-interface", "v0", "--log-level", log_level])
         self.janus_pids: set[int] = set()  # every Janus child ever seen
         self.janus_folders: set[Path] = set()
 
@@ -246,26 +190,6 @@ class Gateway:
             await asyncio.sleep(0.2)
         return index
 
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def wait_healthy(self, timeout: float) -> Json:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the gateway exited ({self.proc.returncode}):\n{self.log_tail()}")
-            try:
-                reply = httpx.get(f"{self.url}/healthz", timeout=1)
-                if reply.status_code == 200:
-                    return dict(reply.json())
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"the gateway was not healthy within {timeout} s:\n{self.log_tail()}")
-
     def nodes(self) -> dict[str, JanusNodeInfo]:
         nodes = managed_nodes(self.proc.pid)
         for node in nodes.values():
@@ -273,19 +197,12 @@ class Gateway:
             self.janus_folders.add(node.folder)
         return nodes
 
-    def stop(self, timeout: float = 25.0) -> Json:
+    def stop(self, timeout: float = 25.0) -> Json:  # type: ignore[override]
         """SIGTERM, wait; then check that none of its Janus processes is left."""
         t0 = time.monotonic()
         self.janus_pids.update(janus_children(self.proc.pid))
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().stop(timeout)
         took = time.monotonic() - t0
-        self._log.close()
         time.sleep(0.2)
         left = sorted(pid for pid in self.janus_pids | set(self.janus_by_folder())
                       if (st := proc_stat(pid)) and st[0] == "janus" and st[1] != "Z")
@@ -461,28 +378,12 @@ def heap_report(out_dir: Path, first: int, last: int, top: int = 12) -> Json:
 # Janus admin API: what each node still holds
 
 
-class Admin:
+class Admin(AsyncJanusAdmin):
+    """One managed node's admin API: its forwarders, and all it holds (the leak figures)."""
+
     def __init__(self, http: httpx.AsyncClient, node: JanusNodeInfo) -> None:
-        self.http = http
+        super().__init__(http, node.admin_url, node.admin_secret, node.admin_key)
         self.node = node
-
-    async def call(self, path: str, body: Json) -> Json:
-        body = {**body, "transaction": secrets.token_hex(8), "admin_secret": self.node.admin_secret}
-        reply = (await self.http.post(self.node.admin_url + path, json=body)).json()
-        if reply.get("janus") == "error":
-            raise RuntimeError(f"admin {body['janus']}: {reply.get('error')}")
-        return dict(reply)
-
-    async def plugin(self, plugin: str, request: Json) -> Json:
-        reply = await self.call("", {"janus": "message_plugin", "plugin": plugin,
-                                     "request": {**request, "admin_key": self.node.admin_key}})
-        return dict(reply.get("response") or {})
-
-    async def rooms(self) -> list[Json]:
-        return list((await self.plugin(VIDEOROOM, {"request": "list"})).get("list", []))
-
-    async def mountpoints(self) -> list[Json]:
-        return list((await self.plugin(STREAMING, {"request": "list"})).get("list", []))
 
     async def forwarders(self, room: int) -> list[Json]:
         reply = await self.plugin(VIDEOROOM, {"request": "listforwarders", "room": room})
@@ -606,20 +507,10 @@ def offer_info(text: str) -> Offer:
 
 async def offer_pool(count: int, direction: str) -> list[Offer]:
     """Real aiortc offers: sendonly Opus + VP8 (publishers) or recvonly audio + video."""
-    from aiortc import RTCPeerConnection, RTCRtpSender
-
-    wanted = {"audio": ("audio/opus",), "video": ("video/vp8", "video/rtx")}
     out = []
     for _ in range(count):
-        pc = RTCPeerConnection()
+        pc = await aiortc_offerer(direction)
         try:
-            for kind in ("audio", "video"):
-                transceiver = pc.addTransceiver(kind, direction=direction)
-                if direction == "sendonly":
-                    transceiver.setCodecPreferences([
-                        c for c in RTCRtpSender.getCapabilities(kind).codecs
-                        if c.mimeType.lower() in wanted[kind]])
-            await asyncio.wait_for(pc.setLocalDescription(await pc.createOffer()), 10)
             out.append(offer_info(pc.localDescription.sdp))
         finally:
             await pc.close()  # only the text is reused
@@ -1497,28 +1388,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        enter_private_netns()  # first, before any thread: namespaces are per thread
-    except SandboxUnavailable as exc:
-        print(f"soak: {exc} (run it with sudo)", file=sys.stderr)
+    if not enter_netns("soak"):
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="whip-soak-"))
     gateway: Gateway | None = None
 
-    def hard_stop(signum: int, _frame: Any) -> None:
-        print(f"soak: run-time cap exceeded by far (signal {signum}); killing", file=sys.stderr)
+    def kill_children() -> None:
         if gateway is not None:
             gateway.kill_all()
-        os._exit(124)
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGALRM, hard_stop)
-    signal.alarm(int(args.max_seconds) + 120)
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    results: Json = {"params": params, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    status = 1
+    install_hard_cap("soak", args.max_seconds + 120, kill_children)
+    results: Json = {"params": params_of(args), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     started = time.monotonic()
-    try:
+
+    def body() -> None:
+        nonlocal gateway
         heap_dir = workdir / "heap" if args.heap_profile else None
         if heap_dir is not None:
             heap_dir.mkdir()
@@ -1527,37 +1411,20 @@ def main(argv: list[str] | None = None) -> int:
         results["gateway_env"] = gateway.env
         results["gateway_log_path"] = str(gateway.log_path)
         print(f"gateway log: {gateway.log_path}", flush=True)
-        results["gateway_health"] = gateway.wait_healthy(60)
-        results["gateway_commit"] = subprocess.run(
-            ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-            capture_output=True, text=True, check=False).stdout.strip()
-        results["gateway_dirty_files"] = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "gateway"],
-            capture_output=True, text=True, check=False).stdout.splitlines()
+        results["gateway_health"] = gateway.wait_healthy(60, poll=0.1)
+        results["gateway_commit"] = git("describe", "--always", "--dirty")
+        results["gateway_dirty_files"] = git("status", "--porcelain", "--", "gateway").splitlines()
         print(f"gateway {results['gateway_commit']} at {gateway.url} (pid {gateway.proc.pid}), "
               f"nodes {list(results['gateway_health']['nodes'])}", flush=True)
+        run_capped(lambda: run(args, gateway, results, started),  # type: ignore[arg-type]
+                   lambda: args.max_seconds - (time.monotonic() - started))
 
-        async def bounded() -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-            remaining = args.max_seconds - (time.monotonic() - started)
-            await asyncio.wait_for(run(args, gateway, results, started), max(remaining, 1))
-
-        asyncio.run(bounded())
-        status = 0
-    except TimeoutError:
-        print(f"soak: the run hit the cap of {args.max_seconds} s", file=sys.stderr)
-        results["aborted"] = True
-    except asyncio.CancelledError:
-        print("soak: stopped by SIGTERM", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("soak: interrupted", file=sys.stderr)
-        status = 130
-    except Exception as exc:  # noqa: BLE001 - report, then clean up
-        print(f"soak: {exc!r}", file=sys.stderr)
-        if gateway is not None:
-            print(gateway.log_tail(), file=sys.stderr)
+    status = 1
+    try:
+        status, outcome = guarded("soak", body, args.max_seconds,
+                                  lambda: gateway.log_tail() if gateway is not None else "")
+        if outcome == "timeout":
+            results["aborted"] = True
     finally:
         if gateway is not None:
             results["gateway_exit"] = gateway.stop()
@@ -1590,9 +1457,7 @@ def main(argv: list[str] | None = None) -> int:
         failures.append("Janus processes left")
     results["failures"] = failures
     print(f"\nresult: {'PASS' if not failures else 'FAIL: ' + ', '.join(failures)}")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
-        print(f"wrote {args.json}")
+    write_json(args.json, results)
     return status if status else (1 if failures else 0)
 
 

@@ -49,12 +49,10 @@ import contextvars
 import json
 import multiprocessing
 import os
-import platform
 import re
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -63,15 +61,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import httpx
+from harness import (RATE_LIMITS_OFF, STREAMING, VIDEOROOM, BenchError, CpuMeter, GatewayProcess,
+                     JanusAdmin, Json, RawJanus, apply_env_items, enter_netns, gateway_command,
+                     gateway_env, guarded, install_hard_cap, janus_nodes_env, keep_logs,
+                     machine_busy, machine_info, machine_line, params_of, percentile,
+                     report_leftovers, run_capped,
+                     write_json)
 
-import httpx  # noqa: E402
-
-Json = dict[str, Any]
-STREAMING = "janus.plugin.streaming"
-VIDEOROOM = "janus.plugin.videoroom"
 STREAM = "ttff"
 TARGET_GATEWAY_TTFF_P95_MS = 150.0
 PROBE_ENV = "WHEP_TTFF_PROBES"
@@ -85,17 +82,6 @@ def now() -> float:
 
 # --------------------------------------------------------------------------
 # statistics
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100.0
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def summary(ms: list[float]) -> Json:
@@ -282,57 +268,11 @@ class Viewer:
 # the native side: a minimal Janus HTTP client, on purpose not gateway.janus.client
 
 
-class BenchError(RuntimeError):
-    pass
-
-
-class RawJanus:
-    """One Janus session, one long-poll task dispatching events by transaction."""
+class NativeJanus(RawJanus):
+    """Janus's Streaming server-offer flow for one worker's viewers, no gateway."""
 
     def __init__(self, url: str, timeout: float) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=128,
-                                keepalive_expiry=60))
-        self.session = 0
-        self.waiters: dict[str, asyncio.Future[Json]] = {}
-        self.poller: asyncio.Task[None] | None = None
-
-    async def post(self, path: str, body: Json) -> Json:
-        body.setdefault("transaction", secrets.token_hex(8))
-        reply = (await self.http.post(self.url + path, json=body)).json()
-        if reply.get("janus") == "error":
-            raise BenchError(f"{body.get('janus')}: {reply.get('error')}")
-        return dict(reply)
-
-    async def start(self) -> None:
-        self.session = int((await self.post("", {"janus": "create"}))["data"]["id"])
-        self.poller = asyncio.create_task(self._poll())
-
-    async def _poll(self) -> None:
-        try:
-            while True:
-                response = await self.http.get(f"{self.url}/{self.session}",
-                                               params={"maxev": 20}, timeout=45)
-                events = response.json()
-                for event in events if isinstance(events, list) else [events]:
-                    if event.get("janus") not in ("event", "success", "error"):
-                        continue
-                    waiter = self.waiters.pop(event.get("transaction") or "", None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(event)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            for waiter in self.waiters.values():
-                if not waiter.done():
-                    waiter.set_exception(BenchError(f"long poll failed: {exc!r}"))
-
-    async def attach(self, plugin: str) -> int:
-        reply = await self.post(f"/{self.session}", {"janus": "attach", "plugin": plugin})
-        return int(reply["data"]["id"])
+        super().__init__(url, timeout, keepalive=128, keepalive_expiry=60)
 
     async def message(self, handle: int, body: Json, jsep: Json | None = None) -> Json:
         """An asynchronous plugin request: the event with our transaction."""
@@ -357,16 +297,6 @@ class RawJanus:
 
     async def detach(self, handle: int) -> None:
         await self.post(f"/{self.session}/{handle}", {"janus": "detach"})
-
-    async def close(self) -> None:
-        if self.poller is not None:
-            self.poller.cancel()
-            await asyncio.gather(self.poller, return_exceptions=True)
-        try:
-            if self.session:
-                await self.post(f"/{self.session}", {"janus": "destroy"})
-        finally:
-            await self.http.aclose()
 
 
 # --------------------------------------------------------------------------
@@ -433,7 +363,7 @@ async def gateway_batch(conn: Any, cmd: Json) -> tuple[list[Viewer], list[Any]]:
 async def native_batch(conn: Any, cmd: Json) -> tuple[list[Viewer], list[Any]]:
     from aiortc import RTCSessionDescription
 
-    janus = RawJanus(cmd["janus_url"], cmd["request_timeout"])
+    janus = NativeJanus(cmd["janus_url"], cmd["request_timeout"])
     await janus.start()
     handles: dict[int, int] = {}
     recs = [ViewerRecord("native", cmd["worker"], i) for i in range(cmd["count"])]
@@ -741,127 +671,32 @@ def serve_probed(argv: list[str]) -> int:
 # processes: the gateway, the workers; Janus's admin API
 
 
-def gateway_command() -> list[str]:
-    script = Path(sys.executable).parent / "whip-gateway"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("whip-gateway")
-    return [found] if found else [sys.executable, "-m", "gateway.cli"]
-
-
-class GatewayProcess:
-    """``whip-gateway serve`` on the bench's Janus, as its own process."""
-
-    def __init__(self, janus: Any, port: int, log_path: Path, probes: Path | None,
-                 log_level: str | None, extra_env: list[str] | None,
-                 bufferkf: bool = False, profile: Path | None = None) -> None:
-        cfg = janus.cfg
-        env = dict(os.environ)
-        env["WHIP_GATEWAY_JANUS"] = json.dumps([{
-            "url": cfg.api_url, "admin_url": cfg.admin_url,
-            "admin_secret": cfg.admin_secret, "plugin_admin_key": cfg.plugin_admin_key,
-        }])
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        # Every viewer comes from 127.0.0.1: the per-client/per-stream POST rate
-        # limits (abuse protection) would answer a burst with 429.
-        env.setdefault("WHIP_GATEWAY_RATE_LIMIT_PER_CLIENT", "")
-        env.setdefault("WHIP_GATEWAY_RATE_LIMIT_PER_STREAM", "")
-        for item in extra_env or []:
-            key, _, value = item.partition("=")
-            env[key] = value + os.pathsep + env[key] if key == "PYTHONPATH" else value
-        if bufferkf:  # the gateway's own setting: Janus keeps each mountpoint's last key frame
-            env["WHIP_GATEWAY_MOUNTPOINT_BUFFER_KEYFRAME"] = "true"
-        if profile is not None:
-            env[PROFILE_ENV] = str(profile)
-        if probes is not None:
-            env[PROBE_ENV] = str(probes)
-            base = [sys.executable, str(Path(__file__).resolve()), "--probed-gateway"]
-        else:
-            base = gateway_command()
-        self.command = [*base, "serve", "--port", str(port)]
-        if log_level:
-            self.command += ["--log-level", log_level]
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(  # noqa: S603
-            self.command, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def wait_healthy(self, timeout: float) -> Json:
-        deadline = now() + timeout
-        while now() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the gateway exited ({self.proc.returncode}):\n{self.log_tail()}")
-            try:
-                reply = httpx.get(f"{self.url}/healthz", timeout=1)
-                if reply.status_code == 200:
-                    return dict(reply.json())
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"the gateway was not healthy within {timeout} s:\n{self.log_tail()}")
-
-    def stop(self, timeout: float = 15.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def kill_now(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-
-
-class Admin:
-    """Janus's admin API, synchronous (set-up, teardown and the leak check)."""
-
-    def __init__(self, url: str, secret: str, admin_key: str) -> None:
-        self.url, self.secret, self.admin_key = url, secret, admin_key
-
-    def call(self, path: str, body: Json) -> Json:
-        body = {**body, "transaction": secrets.token_hex(8), "admin_secret": self.secret}
-        reply = httpx.post(self.url + path, json=body, timeout=5).json()
-        if reply.get("janus") == "error":
-            raise BenchError(f"admin {body['janus']}: {reply.get('error')}")
-        return dict(reply)
-
-    def plugin(self, plugin: str, request: Json) -> Json:
-        reply = self.call("", {"janus": "message_plugin", "plugin": plugin,
-                               "request": {**request, "admin_key": self.admin_key}})
-        data = dict(reply.get("response") or {})
-        if "error_code" in data:
-            raise BenchError(f"{plugin} {request.get('request')}: {data}")
-        return data
-
-    def leftovers(self) -> Json:
-        sessions = list(self.call("", {"janus": "list_sessions"}).get("sessions", []))
-        handles = {sid: list(self.call(f"/{sid}", {"janus": "list_handles"}).get("handles", []))
-                   for sid in sessions}
-        rooms = [r.get("room") for r in self.plugin(VIDEOROOM, {"request": "list"}).get("list", [])]
-        mounts = [m.get("id") for m in self.plugin(STREAMING, {"request": "list"}).get("list", [])]
-        return {"sessions": len(sessions), "handles": sum(len(h) for h in handles.values()),
-                "rooms": len(rooms), "mountpoints": len(mounts),
-                "detail": {"handles": {str(k): v for k, v in handles.items()},
-                           "rooms": rooms, "mountpoints": mounts}}
+def start_gateway(janus: Any, port: int, log_path: Path, probes: Path | None,
+                  log_level: str | None, extra_env: list[str] | None,
+                  bufferkf: bool = False, profile: Path | None = None) -> GatewayProcess:
+    """``whip-gateway serve`` on the bench's Janus; with probes, through ``serve_probed``."""
+    env = gateway_env()
+    env["WHIP_GATEWAY_JANUS"] = janus_nodes_env(janus.cfg)
+    for key, value in RATE_LIMITS_OFF.items():  # every viewer comes from 127.0.0.1
+        env.setdefault(key, value)
+    apply_env_items(env, extra_env)
+    if bufferkf:  # the gateway's own setting: Janus keeps each mountpoint's last key frame
+        env["WHIP_GATEWAY_MOUNTPOINT_BUFFER_KEYFRAME"] = "true"
+    if profile is not None:
+        env[PROFILE_ENV] = str(profile)
+    if probes is not None:
+        env[PROBE_ENV] = str(probes)
+        base = [sys.executable, str(Path(__file__).resolve()), "--probed-gateway"]
+    else:
+        base = gateway_command()
+    return GatewayProcess(base, env, log_path, port, ["--log-level", log_level] if log_level else [])
 
 
 @dataclass
 class NativeFeed:
     """The bench's own mountpoint, fed by an rtp_forward from the gateway's room."""
 
-    admin: Admin
+    admin: JanusAdmin
     bufferkf: bool = False
     room: int = 0
     publisher_id: int = 0
@@ -937,30 +772,6 @@ class NativeFeed:
                 errors.append(f"destroy mountpoint: {exc!r}")
             self.mountpoint = 0
         return errors
-
-
-class CpuMeter:
-    """utime + stime of a few processes, from /proc/<pid>/stat."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self.tick = os.sysconf("SC_CLK_TCK")
-
-    def read(self) -> dict[str, float]:
-        out = {}
-        for name, pid in self.pids.items():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                out[name] = (int(fields[11]) + int(fields[12])) / self.tick
-            except (OSError, IndexError, ValueError):
-                out[name] = float("nan")
-        return out
-
-
-def machine_busy() -> float:
-    """Busy CPU seconds of the whole machine so far, from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 class Workers:
@@ -1143,7 +954,7 @@ def read_probes(path: Path) -> tuple[list[Json], list[tuple[float, float]]]:
 async def measure(args: argparse.Namespace, janus: Any, gateway: GatewayProcess,
                   workers: Workers, results: Json) -> None:
     cfg = janus.cfg
-    admin = Admin(cfg.admin_url, cfg.admin_secret, cfg.plugin_admin_key)
+    admin = JanusAdmin(cfg.admin_url, cfg.admin_secret, cfg.plugin_admin_key)
     http = httpx.AsyncClient(timeout=httpx.Timeout(args.request_timeout))
     feed = NativeFeed(admin, bufferkf=args.bufferkf)
     publisher: Any = None
@@ -1350,8 +1161,7 @@ def report(results: Json) -> str:
     a = results["analysis"]
     m = results["machine"]
     p = results["params"]
-    out = [f"machine: {m['nproc']} cores ({m['cpu']}), kernel {m['kernel']}, Python {m['python']}, "
-           f"Janus {m['janus']}, aiortc {m['aiortc']}",
+    out = [f"{machine_line(m)}, aiortc {m['aiortc']}",
            f"run: {p['rounds']} rounds x {p['viewers']} viewers per side, in {p['procs']} worker "
            f"process(es); gateway variant {'warm (--warm)' if p['warm'] else 'cold each batch'}; "
            f"probes {'on' if p['probes'] else 'off'}"
@@ -1417,31 +1227,6 @@ def report(results: Json) -> str:
     return "\n".join(out)
 
 
-def machine_info(janus_info: Json) -> Json:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        from importlib.metadata import version
-        aiortc_version = version("aiortc")
-    except Exception:
-        aiortc_version = "?"
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
-                                capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = "?"
-    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "nproc": len(os.sched_getaffinity(0)),
-            "cpu": cpu, "kernel": platform.release(), "python": platform.python_version(),
-            "janus": janus_info.get("version_string", "?"), "aiortc": aiortc_version,
-            "gateway_commit": commit, "loadavg": os.getloadavg()}
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--viewers", type=int, default=50, help="viewers per batch (joining at once)")
@@ -1491,13 +1276,9 @@ def main(argv: list[str] | None = None) -> int:
         return serve_probed(argv[1:])
     args = parse_args(argv)
     from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port
-    from gateway.sandbox import INTERFACE, SandboxUnavailable, enter_private_netns
+    from gateway.sandbox import INTERFACE
 
-    # First, before any thread exists: namespaces are per thread.
-    try:
-        enter_private_netns()
-    except SandboxUnavailable as exc:
-        print(f"whep_ttff: {exc} (run it with sudo)", file=sys.stderr)
+    if not enter_netns("whep_ttff"):
         return 2
 
     janus: Any = None
@@ -1506,59 +1287,42 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="whep-ttff-"))
     probes = workdir / "probes.jsonl" if args.probes else None
 
-    def hard_stop(signum: int, _frame: Any) -> None:
-        print(f"whep_ttff: run-time cap exceeded by far (signal {signum}); killing", file=sys.stderr)
+    def kill_children() -> None:
         if workers is not None:
             workers.kill_now()
         if gateway is not None:
             gateway.kill_now()
         if janus is not None and janus.proc is not None and janus.proc.poll() is None:
             janus.proc.kill()
-        os._exit(124)
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGALRM, hard_stop)
-    signal.alarm(int(args.max_seconds) + 90)
-    results: Json = {"params": {k: (str(v) if isinstance(v, Path) else v)
-                                for k, v in vars(args).items()}}
-    status = 1
+    install_hard_cap("whep_ttff", args.max_seconds + 90, kill_children)
+    results: Json = {"params": params_of(args)}
     started = now()
-    try:
+
+    def run() -> None:
+        nonlocal janus, gateway, workers
         workers = Workers(args.procs)  # spawned early: they import aiortc meanwhile
         janus = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, ice_lite=args.ice_lite,
                                                 event_loops=args.janus_event_loops))
         janus.start()
         janus_info = httpx.get(f"{janus.cfg.api_url}/info", timeout=5).json()
-        gateway = GatewayProcess(janus, free_port(), workdir / "gateway.log", probes,
-                                 args.gateway_log_level, args.gateway_env, args.bufferkf,
-                                 args.gateway_profile)
+        gateway = start_gateway(janus, free_port(), workdir / "gateway.log", probes,
+                                args.gateway_log_level, args.gateway_env, args.bufferkf,
+                                args.gateway_profile)
         results["gateway_health"] = gateway.wait_healthy(30)
         results["gateway_command"] = gateway.command
-        results["machine"] = machine_info(janus_info)
+        machine = machine_info(janus_info)
+        machine["aiortc"] = machine["packages"]["aiortc"]
+        results["machine"] = machine
         print(f"Janus {janus_info.get('version_string')}; gateway pid {gateway.proc.pid}; "
               f"{args.procs} viewer process(es); measuring ...", flush=True)
+        run_capped(lambda: measure(args, janus, gateway, workers, results),  # type: ignore[arg-type]
+                   lambda: args.max_seconds - (now() - started))
 
-        async def bounded() -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-            remaining = args.max_seconds - (now() - started)
-            await asyncio.wait_for(measure(args, janus, gateway, workers, results),
-                                   max(remaining, 1))
-
-        asyncio.run(bounded())
-        status = 0
-    except asyncio.TimeoutError:
-        print(f"whep_ttff: the run hit the cap of {args.max_seconds} s", file=sys.stderr)
-    except asyncio.CancelledError:
-        print("whep_ttff: stopped by SIGTERM", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("whep_ttff: interrupted", file=sys.stderr)
-        status = 130
-    except Exception as exc:
-        print(f"whep_ttff: {exc!r}", file=sys.stderr)
-        if gateway is not None:
-            print(gateway.log_tail(), file=sys.stderr)
+    status = 1
+    try:
+        status, _ = guarded("whep_ttff", run, args.max_seconds,
+                            lambda: gateway.log_tail() if gateway is not None else "")
     finally:
         if workers is not None:
             workers.stop()
@@ -1566,26 +1330,23 @@ def main(argv: list[str] | None = None) -> int:
             # The gateway drops its variants after a grace period; let it, then look.
             time.sleep(3.5)
             try:
-                admin = Admin(janus.cfg.admin_url, janus.cfg.admin_secret, janus.cfg.plugin_admin_key)
+                admin = JanusAdmin(janus.cfg.admin_url, janus.cfg.admin_secret, janus.cfg.plugin_admin_key)
                 results["leftovers_gateway_up"] = admin.leftovers()
             except Exception as exc:
                 print(f"whep_ttff: leak check failed: {exc!r}", file=sys.stderr)
         if gateway is not None:
-            results["gateway_exit"] = gateway.stop()
+            results["gateway_exit"] = gateway.stop(15.0)
         if janus is not None:
             if janus.running():
                 try:
-                    admin = Admin(janus.cfg.admin_url, janus.cfg.admin_secret,
+                    admin = JanusAdmin(janus.cfg.admin_url, janus.cfg.admin_secret,
                                   janus.cfg.plugin_admin_key)
                     results["leftovers"] = admin.leftovers()
                 except Exception as exc:
                     print(f"whep_ttff: leak check failed: {exc!r}", file=sys.stderr)
                     status = status or 1
-            if args.keep_logs:
-                args.keep_logs.mkdir(parents=True, exist_ok=True)
-                for path in (janus.log_path, workdir / "gateway.log", workdir / "probes.jsonl"):
-                    if path.exists():
-                        shutil.copy(path, args.keep_logs / path.name)
+            keep_logs(args.keep_logs, (janus.log_path, workdir / "gateway.log",
+                                       workdir / "probes.jsonl"))
             janus.stop()
         signal.alarm(0)
     results["elapsed_s"] = now() - started
@@ -1609,17 +1370,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"with the gateway still up (after its grace period): {during['sessions']} sessions, "
               f"{during['handles']} handles (expected 1 and 2: the gateway's own), "
               f"{during['rooms']} rooms, {during['mountpoints']} mountpoints")
-    left = results.get("leftovers")
-    if left is not None:
-        total = left["sessions"] + left["handles"] + left["rooms"] + left["mountpoints"]
-        print(f"left in Janus after the run: {left['sessions']} sessions, {left['handles']} handles, "
-              f"{left['rooms']} rooms, {left['mountpoints']} mountpoints -> {total} (target 0)")
-        results["leftover_total"] = total
-        if total and status == 0:
-            status = 1
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
-        print(f"wrote {args.json}")
+    status = report_leftovers(results, ("sessions", "handles", "rooms", "mountpoints"), status)
+    write_json(args.json, results)
     return status
 
 

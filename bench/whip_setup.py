@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import secrets
 import shutil
 import signal
@@ -42,41 +40,25 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import urljoin
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import httpx  # (no threads at import; checked)
+from harness import (KEEPALIVE_S, RATE_LIMITS_OFF, VIDEOROOM, BenchError, CpuMeter,
+                     GatewayProcess, JanusAdmin, Json, RawJanus, aiortc_offerer, apply_env_items,
+                     enter_netns, gateway_command, gateway_env, guarded, install_hard_cap,
+                     janus_nodes_env, keep_logs, machine_busy, machine_info, machine_line,
+                     params_of, percentile, report_leftovers, run_capped, write_json)
 
-import httpx  # noqa: E402  (no threads at import; checked)
+from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port
+from gateway.sandbox import INTERFACE
 
-from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port  # noqa: E402
-from gateway.sandbox import INTERFACE, SandboxUnavailable, enter_private_netns  # noqa: E402
-
-VIDEOROOM = "janus.plugin.videoroom"
 # What the gateway asks of a room by default (config.Settings / ingest.IngestPolicy).
 VIDEO_CODECS = "h264,vp8,vp9,av1,h265"
 AUDIO_CODECS = "opus"
 TARGET_RATIO_P50 = 1.10
 TARGET_CONCURRENT_P95_MS = 90.0
-# Below uvicorn's 5 s keep-alive timeout: never reuse a connection the server
-# may be closing (that race shows up as ReadError).
-KEEPALIVE_S = 4.0
-
-Json = dict[str, Any]
 
 
 # --------------------------------------------------------------------------
 # statistics
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100.0
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def summary(samples: list[float]) -> Json:
@@ -97,21 +79,11 @@ def summary(samples: list[float]) -> Json:
 
 async def make_offers(count: int) -> tuple[list[Any], list[str]]:
     """Real aiortc offers: sendonly Opus + sendonly VP8 (with rtx), candidates gathered."""
-    from aiortc import RTCPeerConnection, RTCRtpSender
-
-    wanted = {"audio": ("audio/opus",), "video": ("video/vp8", "video/rtx")}
     pcs: list[Any] = []
     offers: list[str] = []
     for _ in range(count):
-        pc = RTCPeerConnection()
+        pc = await aiortc_offerer("sendonly")
         pcs.append(pc)
-        for kind in ("audio", "video"):
-            transceiver = pc.addTransceiver(kind, direction="sendonly")
-            transceiver.setCodecPreferences([
-                c for c in RTCRtpSender.getCapabilities(kind).codecs
-                if c.mimeType.lower() in wanted[kind]
-            ])
-        await asyncio.wait_for(pc.setLocalDescription(await pc.createOffer()), 10)
         sdp = pc.localDescription.sdp
         if "a=candidate" not in sdp:
             raise RuntimeError("aiortc gathered no candidate; is v0 up?")
@@ -123,63 +95,19 @@ async def make_offers(count: int) -> tuple[list[Any], list[str]]:
 # the direct baseline: a minimal Janus HTTP client, on purpose not gateway.janus.client
 
 
-class BenchError(RuntimeError):
-    pass
-
-
-class DirectJanus:
-    """One Janus session, one long-poll task dispatching events by transaction."""
+class DirectJanus(RawJanus):
+    """The VideoRoom requests the gateway makes per WHIP POST, on a raw Janus session."""
 
     def __init__(self, url: str, admin_key: str, timeout: float) -> None:
-        self.url = url.rstrip("/")
+        super().__init__(url, timeout, keepalive=64, keepalive_expiry=KEEPALIVE_S)
         self.admin_key = admin_key
-        self.timeout = timeout
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64,
-                                keepalive_expiry=KEEPALIVE_S),
-        )
-        self.session = 0
         self.control = 0
-        self.waiters: dict[str, asyncio.Future[Json]] = {}
-        self.poller: asyncio.Task[None] | None = None
-        self.poll_error: BaseException | None = None
         # Per publish: (create room, attach, joinandconfigure POST -> ack, ack -> event).
         self.steps: list[tuple[float, float, float, float]] = []
 
-    async def post(self, path: str, body: Json) -> Json:
-        body.setdefault("transaction", secrets.token_hex(8))
-        reply = (await self.http.post(self.url + path, json=body)).json()
-        if reply.get("janus") == "error":
-            raise BenchError(f"{body.get('janus')}: {reply.get('error')}")
-        return reply
-
     async def start(self) -> None:
-        self.session = int((await self.post("", {"janus": "create"}))["data"]["id"])
-        self.poller = asyncio.create_task(self._poll())
-        self.control = await self.attach()
-
-    async def attach(self) -> int:
-        reply = await self.post(f"/{self.session}", {"janus": "attach", "plugin": VIDEOROOM})
-        return int(reply["data"]["id"])
-
-    async def _poll(self) -> None:
-        try:
-            while True:
-                response = await self.http.get(f"{self.url}/{self.session}",
-                                               params={"maxev": 20}, timeout=45)
-                events = response.json()
-                for event in events if isinstance(events, list) else [events]:
-                    waiter = self.waiters.pop(event.get("transaction") or "", None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(event)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # surface it in the next publish
-            self.poll_error = exc
-            for waiter in self.waiters.values():
-                if not waiter.done():
-                    waiter.set_exception(BenchError(f"long poll failed: {exc!r}"))
+        await super().start()
+        self.control = await self.attach(VIDEOROOM)
 
     async def plugin_request(self, handle: int, body: Json) -> Json:
         reply = await self.post(f"/{self.session}/{handle}", {"janus": "message", "body": body})
@@ -202,7 +130,7 @@ class DirectJanus:
         handle = 0
         try:
             t1 = time.perf_counter()
-            handle = await self.attach()
+            handle = await self.attach(VIDEOROOM)
             t2 = time.perf_counter()
             transaction = secrets.token_hex(8)
             future: asyncio.Future[Json] = asyncio.get_running_loop().create_future()
@@ -237,16 +165,6 @@ class DirectJanus:
         await self.plugin_request(self.control, {
             "request": "destroy", "room": room, "permanent": False, "admin_key": self.admin_key})
 
-    async def close(self) -> None:
-        if self.poller is not None:
-            self.poller.cancel()
-            await asyncio.gather(self.poller, return_exceptions=True)
-        try:
-            if self.session:
-                await self.post(f"/{self.session}", {"janus": "destroy"})
-        finally:
-            await self.http.aclose()
-
 
 # --------------------------------------------------------------------------
 # the two sides, one publish each: return the time to the answer, plus teardown
@@ -263,36 +181,6 @@ class Side:
     # CPU seconds each process spent during this side's recorded sequential
     # blocks (publish and teardown), from /proc/<pid>/stat.
     cpu: dict[str, float] = field(default_factory=dict)
-
-
-class CpuMeter:
-    """utime + stime of a few processes (all their threads, dead ones too)."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self.tick = os.sysconf("SC_CLK_TCK")
-
-    def read(self) -> dict[str, float]:
-        out = {}
-        for name, pid in self.pids.items():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                out[name] = (int(fields[11]) + int(fields[12])) / self.tick
-            except (OSError, IndexError, ValueError):
-                out[name] = float("nan")
-        return out
-
-    def add(self, into: dict[str, float], before: dict[str, float]) -> None:
-        after = self.read()
-        for name, value in after.items():
-            into[name] = into.get(name, 0.0) + value - before[name]
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy CPU seconds of the whole machine, wall seconds), from /proc/stat."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK"), time.monotonic()
 
 
 CPU: CpuMeter | None = None
@@ -390,104 +278,22 @@ def abba(index: int, a: Side, b: Side) -> tuple[Side, Side]:
 # processes and leftovers
 
 
-def janus_leftovers(admin_url: str, admin_secret: str, admin_key: str) -> Json:
-    """What Janus still holds: sessions, handles in them, VideoRoom rooms."""
-
-    def call(path: str, body: Json) -> Json:
-        body = {**body, "transaction": secrets.token_hex(8), "admin_secret": admin_secret}
-        reply = httpx.post(admin_url + path, json=body, timeout=5).json()
-        if reply.get("janus") == "error":
-            raise RuntimeError(f"admin {body['janus']}: {reply.get('error')}")
-        return reply
-
-    sessions = list(call("", {"janus": "list_sessions"}).get("sessions", []))
-    handles = {sid: list(call(f"/{sid}", {"janus": "list_handles"}).get("handles", []))
-               for sid in sessions}
-    reply = call("", {"janus": "message_plugin", "plugin": VIDEOROOM,
-                      "request": {"request": "list", "admin_key": admin_key}})
-    rooms = [r.get("room") for r in (reply.get("response") or {}).get("list", [])]
-    return {"sessions": len(sessions), "handles": sum(len(h) for h in handles.values()),
-            "rooms": len(rooms), "detail": {"handles": {str(k): v for k, v in handles.items()},
-                                            "rooms": rooms}}
-
-
-def gateway_command() -> list[str]:
-    script = Path(sys.executable).parent / "whip-gateway"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("whip-gateway")
-    return [found] if found else [sys.executable, "-m", "gateway.cli"]
-
-
-class GatewayProcess:
-    def __init__(self, janus: ManagedJanus, port: int, log_path: Path,
-                 wrapper: list[str], log_level: str | None, timing: Path | None = None,
-                 extra_env: list[str] | None = None) -> None:
-        cfg = janus.cfg
-        env = dict(os.environ)
-        env["WHIP_GATEWAY_JANUS"] = json.dumps([{
-            "url": cfg.api_url, "admin_url": cfg.admin_url,
-            "admin_secret": cfg.admin_secret, "plugin_admin_key": cfg.plugin_admin_key,
-        }])
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-        # The bench is one client making hundreds of POSTs: rate limits off.
-        env["WHIP_GATEWAY_RATE_LIMIT_PER_CLIENT"] = ""
-        env["WHIP_GATEWAY_RATE_LIMIT_PER_STREAM"] = ""
-        for item in extra_env or []:
-            key, _, value = item.partition("=")
-            env[key] = value + os.pathsep + env[key] if key == "PYTHONPATH" else value
-        base = gateway_command()
-        if timing is not None:
-            env["WHIP_BENCH_TIMING"] = str(timing)
-        if timing is not None or any(k.startswith("WHIP_BENCH_") for k in env):
-            # The same CLI, with probes and/or experiments (bench/gateway_timing.py).
-            base = [sys.executable, str(Path(__file__).with_name("gateway_timing.py"))]
-        command = [*wrapper, *base, "serve", "--port", str(port)]
-        if log_level:
-            command += ["--log-level", log_level]
-        self.command = command
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(  # noqa: S603
-            command, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def wait_healthy(self, timeout: float) -> Json:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the gateway exited ({self.proc.returncode}):\n{self.log_tail()}")
-            try:
-                reply = httpx.get(f"{self.url}/healthz", timeout=1)
-                if reply.status_code == 200:
-                    return dict(reply.json())
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"the gateway was not healthy within {timeout} s:\n{self.log_tail()}")
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def kill_now(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
+def start_gateway(janus: ManagedJanus, port: int, log_path: Path, wrapper: list[str],
+                  log_level: str | None, timing: Path | None = None,
+                  extra_env: list[str] | None = None) -> GatewayProcess:
+    """``whip-gateway serve`` on the bench's Janus; with --gateway-timing, through probes."""
+    env = gateway_env()
+    env["WHIP_GATEWAY_JANUS"] = janus_nodes_env(janus.cfg)
+    env.update(RATE_LIMITS_OFF)
+    apply_env_items(env, extra_env)
+    base = gateway_command()
+    if timing is not None:
+        env["WHIP_BENCH_TIMING"] = str(timing)
+    if timing is not None or any(k.startswith("WHIP_BENCH_") for k in env):
+        # The same CLI, with probes and/or experiments (bench/gateway_timing.py).
+        base = [sys.executable, str(Path(__file__).with_name("gateway_timing.py"))]
+    return GatewayProcess(base, env, log_path, port,
+                          ["--log-level", log_level] if log_level else [], wrapper)
 
 
 def start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -516,51 +322,11 @@ def stop_py_spy(spy: subprocess.Popen[bytes] | None) -> None:
 # machine info and the report
 
 
-def machine_info(janus_info: Json) -> Json:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-
-    def version(module: str) -> str:
-        try:
-            from importlib.metadata import version as v
-            return v(module)
-        except Exception:
-            return "?"
-
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True,
-                                  text=True, timeout=5).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return "?"
-
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "janus": janus_info.get("version_string", "?"),
-        "janus_server_name": janus_info.get("server-name", ""),
-        "gateway_commit": git("describe", "--always", "--dirty"),
-        "gateway_dirty_files": git("status", "--porcelain", "--", "gateway").splitlines(),
-        "packages": {m: version(m) for m in ("httpx", "uvicorn", "starlette", "aiortc")},
-        "loadavg": os.getloadavg(),
-    }
-
-
 def report(results: Json) -> str:
     g, d = results["gateway"], results["direct"]
     out = []
     m = results["machine"]
-    out.append(f"machine: {m['nproc']} cores ({m['cpu']}), kernel {m['kernel']}, "
-               f"Python {m['python']}, Janus {m['janus']}")
+    out.append(machine_line(m))
     out.append(f"gateway: {m['gateway_commit']}  httpx {m['packages']['httpx']}, "
                f"uvicorn {m['packages']['uvicorn']}, starlette {m['packages']['starlette']}, "
                f"aiortc {m['packages']['aiortc']}")
@@ -636,7 +402,7 @@ async def measure(args: argparse.Namespace, janus: ManagedJanus, gateway: Gatewa
         direct.steps.clear()
         if args.py_spy:
             spy = start_py_spy(gateway.proc.pid, args.py_spy)
-        busy0, ours0 = machine_busy(), CPU.read()
+        busy0, ours0 = (machine_busy(), time.monotonic()), CPU.read()
         block = args.block
         done, index = 0, 0
         while done < args.sequential:
@@ -653,7 +419,7 @@ async def measure(args: argparse.Namespace, janus: ManagedJanus, gateway: Gatewa
         for r in range(args.rounds):
             for side in abba(r, gw, dr):
                 await run_concurrent(side, offers, r, args.concurrent)
-        busy1, ours1 = machine_busy(), CPU.read()
+        busy1, ours1 = (machine_busy(), time.monotonic()), CPU.read()
         stop_py_spy(spy)
         wall = busy1[1] - busy0[1]
         ours = sum(ours1[k] - ours0[k] for k in ours0)
@@ -664,8 +430,8 @@ async def measure(args: argparse.Namespace, janus: ManagedJanus, gateway: Gatewa
         }
         # With the gateway still up: only its session and its 2 control
         # handles, plus ours (1 control handle), may remain, and no room.
-        results["leftovers_during"] = await asyncio.to_thread(
-            janus_leftovers, cfg.admin_url, cfg.admin_secret, cfg.plugin_admin_key)
+        admin = JanusAdmin(cfg.admin_url, cfg.admin_secret, cfg.plugin_admin_key)
+        results["leftovers_during"] = await asyncio.to_thread(admin.leftovers)
         for side in (gw, dr):
             results[side.name] = {
                 "sequential": summary(side.sequential),
@@ -723,41 +489,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    # First, before any thread exists: namespaces are per thread.
-    try:
-        enter_private_netns()
-    except SandboxUnavailable as exc:
-        print(f"whip_setup: {exc} (run it with sudo)", file=sys.stderr)
+    if not enter_netns("whip_setup"):
         return 2
 
     janus: ManagedJanus | None = None
     gateway: GatewayProcess | None = None
     workdir = Path(tempfile.mkdtemp(prefix="whip-bench-"))
 
-    def hard_stop(signum: int, _frame: Any) -> None:
-        # The asyncio cap did not end the run: kill the children, leave.
-        print(f"whip_setup: run-time cap exceeded by far (signal {signum}); killing",
-              file=sys.stderr)
+    def kill_children() -> None:
         if gateway is not None:
             gateway.kill_now()
         if janus is not None and janus.proc is not None and janus.proc.poll() is None:
             janus.proc.kill()
-        os._exit(124)
 
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started in background
-    signal.signal(signal.SIGALRM, hard_stop)
-    signal.alarm(int(args.max_seconds) + 60)
-    results: Json = {"params": {k: (str(v) if isinstance(v, Path) else v)
-                                for k, v in vars(args).items()}}
-    status = 1
+    install_hard_cap("whip_setup", args.max_seconds + 60, kill_children)
+    results: Json = {"params": params_of(args)}
     started = time.perf_counter()
-    try:
+
+    def run() -> None:
+        nonlocal janus, gateway
         janus = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE))
         janus.start()
         janus_info = httpx.get(f"{janus.cfg.api_url}/info", timeout=5).json()
-        gateway = GatewayProcess(janus, free_port(), workdir / "gateway.log",
-                                 args.gateway_wrapper.split(), args.gateway_log_level,
-                                 args.gateway_timing, args.gateway_env)
+        gateway = start_gateway(janus, free_port(), workdir / "gateway.log",
+                                args.gateway_wrapper.split(), args.gateway_log_level,
+                                args.gateway_timing, args.gateway_env)
         health = gateway.wait_healthy(30)
         results["machine"] = machine_info(janus_info)
         results["gateway_health"] = health
@@ -765,44 +521,27 @@ def main(argv: list[str] | None = None) -> int:
         results["gateway_env"] = args.gateway_env or []
         print(f"Janus {janus_info.get('version_string')} at {janus.cfg.api_url}; "
               f"gateway at {gateway.url} (pid {gateway.proc.pid}); measuring ...", flush=True)
-
-        async def bounded() -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-            remaining = args.max_seconds - (time.perf_counter() - started)
-            await asyncio.wait_for(measure(args, janus, gateway, results), max(remaining, 1))
-
-        asyncio.run(bounded())
+        run_capped(lambda: measure(args, janus, gateway, results),  # type: ignore[arg-type]
+                   lambda: args.max_seconds - (time.perf_counter() - started))
         results["elapsed_s"] = time.perf_counter() - started
-        status = 0
-    except asyncio.TimeoutError:
-        print(f"whip_setup: the run hit the cap of {args.max_seconds} s", file=sys.stderr)
-    except asyncio.CancelledError:
-        print("whip_setup: stopped by SIGTERM", file=sys.stderr)
-    except KeyboardInterrupt:
-        print("whip_setup: interrupted", file=sys.stderr)
-        status = 130
-    except Exception as exc:  # report, then clean up
-        print(f"whip_setup: {exc!r}", file=sys.stderr)
-        if gateway is not None:
-            print(gateway.log_tail(), file=sys.stderr)
+
+    status = 1
+    try:
+        status, _ = guarded("whip_setup", run, args.max_seconds,
+                            lambda: gateway.log_tail() if gateway is not None else "")
     finally:
         if gateway is not None:
             results["gateway_exit"] = gateway.stop()
         if janus is not None:
             if janus.running():
                 try:
-                    results["leftovers"] = janus_leftovers(
-                        janus.cfg.admin_url, janus.cfg.admin_secret, janus.cfg.plugin_admin_key)
+                    cfg = janus.cfg
+                    results["leftovers"] = JanusAdmin(
+                        cfg.admin_url, cfg.admin_secret, cfg.plugin_admin_key).leftovers()
                 except Exception as exc:
                     print(f"whip_setup: leak check failed: {exc!r}", file=sys.stderr)
                     status = status or 1
-            if args.keep_logs:
-                args.keep_logs.mkdir(parents=True, exist_ok=True)
-                for path in (janus.log_path, workdir / "gateway.log"):
-                    if path.exists():
-                        shutil.copy(path, args.keep_logs / path.name)
+            keep_logs(args.keep_logs, (janus.log_path, workdir / "gateway.log"))
             janus.stop()
         shutil.rmtree(workdir, ignore_errors=True)
         signal.alarm(0)
@@ -829,17 +568,8 @@ def main(argv: list[str] | None = None) -> int:
             print(summarize(args.gateway_timing, g["sequential"]["p50_ms"]))
         print(f"while running: {during.get('sessions')} Janus sessions, {during.get('handles')} "
               f"handles (expected 2 sessions, 3 control handles), {during.get('rooms')} rooms")
-    left = results.get("leftovers")
-    if left is not None:
-        total = left["sessions"] + left["handles"] + left["rooms"]
-        print(f"left in Janus after the run: {left['sessions']} sessions, {left['handles']} "
-              f"handles, {left['rooms']} rooms -> {total} (target 0)")
-        results["leftover_total"] = total
-        if total and status == 0:
-            status = 1
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
-        print(f"wrote {args.json}")
+    status = report_leftovers(results, ("sessions", "handles", "rooms"), status)
+    write_json(args.json, results)
     return status
 
 

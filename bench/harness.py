@@ -1,0 +1,582 @@
+"""What the benches in bench/ share: the gateway process, /proc, Janus's admin API.
+
+whip_setup.py, whep_ttff.py and soak.py all start ``whip-gateway serve`` as
+a process of its own, wait for ``/healthz``, read CPU and memory of it and
+of Janus from /proc, ask Janus's admin API what is left, describe the
+machine, and run capped in time inside a private network namespace.  These
+pieces live here once, so that a fix (say, to how the gateway is stopped or
+how a leak is counted) reaches every bench; what a bench measures, and how it
+reports it, stays in its own file.
+
+Importing this module puts the repository on ``sys.path`` (the benches run
+as scripts from bench/, and ``gateway`` lives one level up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterable, Mapping
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+
+Json = dict[str, Any]
+VIDEOROOM = "janus.plugin.videoroom"
+STREAMING = "janus.plugin.streaming"
+SDP = "application/sdp"
+# Below uvicorn's 5 s keep-alive timeout: never reuse a connection the server
+# may be closing (that race shows up as ReadError).
+KEEPALIVE_S = 4.0
+# The benches are one client (127.0.0.1) making hundreds of POSTs: the
+# gateway's per-client/per-stream rate limits (abuse protection) would answer
+# with 429 and the bench would measure those.
+RATE_LIMITS_OFF = {
+    "WHIP_GATEWAY_RATE_LIMIT_PER_CLIENT": "",
+    "WHIP_GATEWAY_RATE_LIMIT_PER_STREAM": "",
+}
+
+
+class BenchError(RuntimeError):
+    """Something a bench did not expect from the gateway or Janus."""
+
+
+# --------------------------------------------------------------------------
+# statistics
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), NaN if empty.
+
+    No numpy: the benches run in the gateway's own venv.
+    """
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+# --------------------------------------------------------------------------
+# /proc: processes, their CPU and memory, the machine's load
+
+
+def proc_stat(pid: int) -> tuple[str, str, int] | None:
+    """(comm, state, ppid) of ``pid``, or None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    comm = stat[stat.index("(") + 1:stat.rindex(")")]
+    rest = stat[stat.rindex(")") + 2:].split()
+    return comm, rest[0], int(rest[1])
+
+
+def janus_children(ppid: int) -> list[int]:
+    """Live (not zombie) Janus processes whose parent is ``ppid``.
+
+    How a bench finds the Janus nodes a gateway started and supervises itself.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            st = proc_stat(int(entry.name))
+            if st and st[0] == "janus" and st[2] == ppid and st[1] != "Z":
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of ``pid`` in KiB (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (all its threads, dead ones too); NaN if unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+class CpuMeter:
+    """CPU seconds of a few named processes, so a bench can say who spent what."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+
+    def read(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def add(self, into: dict[str, float], before: dict[str, float]) -> None:
+        """Add what each process spent since ``before`` (a ``read()``) to ``into``."""
+        for name, value in self.read().items():
+            into[name] = into.get(name, 0.0) + value - before[name]
+
+
+def machine_busy() -> float:
+    """Busy CPU seconds of the whole machine so far, from /proc/stat.
+
+    Against the benches' own processes, it shows how much other load fell on
+    a run (figures from a busy machine are noisier).
+    """
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # - idle, iowait
+
+
+# --------------------------------------------------------------------------
+# the machine, for the record
+
+
+def git(*args: str) -> str:
+    """``git -C REPO <args>``: which gateway code was measured ("?" if git fails)."""
+    try:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True,
+                              text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def package_version(name: str) -> str:
+    try:
+        from importlib.metadata import version
+        return version(name)
+    except Exception:
+        return "?"
+
+
+def machine_info(janus_info: Json,
+                 packages: Iterable[str] = ("httpx", "uvicorn", "starlette", "aiortc")) -> Json:
+    """Cores, CPU model, kernel, Python, Janus (its /info), gateway commit, packages, load."""
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "janus": janus_info.get("version_string", "?"),
+        "janus_server_name": janus_info.get("server-name", ""),
+        "gateway_commit": git("describe", "--always", "--dirty"),
+        "gateway_dirty_files": git("status", "--porcelain", "--", "gateway").splitlines(),
+        "packages": {m: package_version(m) for m in packages},
+        "loadavg": os.getloadavg(),
+    }
+
+
+def machine_line(m: Json) -> str:
+    """The report's first line, from ``machine_info``."""
+    return (f"machine: {m['nproc']} cores ({m['cpu']}), kernel {m['kernel']}, "
+            f"Python {m['python']}, Janus {m['janus']}")
+
+
+# --------------------------------------------------------------------------
+# the gateway as its own process
+
+
+def gateway_command() -> list[str]:
+    """How to run the gateway's CLI: the venv's script, one on PATH, or ``-m``."""
+    script = Path(sys.executable).parent / "whip-gateway"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("whip-gateway")
+    return [found] if found else [sys.executable, "-m", "gateway.cli"]
+
+
+def gateway_env(*, clean: bool = False) -> dict[str, str]:
+    """This process's environment for the gateway, with the repository on PYTHONPATH.
+
+    ``clean`` drops any WHIP_GATEWAY_* setting of the caller's shell (but the
+    sandbox one), so that only what the bench sets applies.
+    """
+    env = {k: v for k, v in os.environ.items()
+           if not clean or not k.startswith("WHIP_GATEWAY_") or k == "WHIP_GATEWAY_SANDBOX"}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def janus_nodes_env(cfg: Any) -> str:
+    """WHIP_GATEWAY_JANUS for one bench-managed Janus (a ``JanusProcessConfig``)."""
+    return json.dumps([{
+        "url": cfg.api_url, "admin_url": cfg.admin_url,
+        "admin_secret": cfg.admin_secret, "plugin_admin_key": cfg.plugin_admin_key,
+    }])
+
+
+def apply_env_items(env: dict[str, str], items: Iterable[str] | None,
+                    prepend: tuple[str, ...] = ("PYTHONPATH",)) -> None:
+    """``--gateway-env KEY=VALUE`` items; keys in ``prepend`` are put in front, path-style."""
+    for item in items or []:
+        key, _, value = item.partition("=")
+        env[key] = value + os.pathsep + env[key] if key in prepend and key in env else value
+
+
+class GatewayProcess:
+    """``<base> serve --port P …`` in a session of its own, its output in a log file.
+
+    Its own process, not in the bench's event loop: what is measured is the
+    gateway as deployed, and the bench's own work does not slow it down.
+    """
+
+    def __init__(self, base: list[str], env: Mapping[str, str], log_path: Path, port: int,
+                 extra_args: Iterable[str] = (), wrapper: Iterable[str] = ()) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.command = [*wrapper, *base, "serve", "--port", str(port), *extra_args]
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(  # noqa: S603
+            self.command, env=dict(env), cwd=REPO, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def wait_healthy(self, timeout: float, poll: float = 0.05) -> Json:
+        """Block until ``GET /healthz`` says 200 (its body); measuring starts only then."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the gateway exited ({self.proc.returncode}):\n{self.log_tail()}")
+            try:
+                reply = httpx.get(f"{self.url}/healthz", timeout=1)
+                if reply.status_code == 200:
+                    return dict(reply.json())
+            except httpx.HTTPError:
+                pass
+            time.sleep(poll)
+        raise RuntimeError(f"the gateway was not healthy within {timeout} s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (a graceful shutdown, as in production), SIGKILL after ``timeout``."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def kill_now(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+# --------------------------------------------------------------------------
+# Janus's admin API: what a node still holds
+
+
+class _AdminRequests:
+    """Request bodies and reply checks, shared by the sync and the async client."""
+
+    def __init__(self, url: str, secret: str, admin_key: str) -> None:
+        self.url, self.secret, self.admin_key = url, secret, admin_key
+
+    def _body(self, body: Json) -> Json:
+        return {**body, "transaction": secrets.token_hex(8), "admin_secret": self.secret}
+
+    @staticmethod
+    def _checked(body: Json, reply: Any) -> Json:
+        if reply.get("janus") == "error":
+            raise BenchError(f"admin {body['janus']}: {reply.get('error')}")
+        return dict(reply)
+
+    def _plugin_body(self, plugin: str, request: Json) -> Json:
+        return {"janus": "message_plugin", "plugin": plugin,
+                "request": {**request, "admin_key": self.admin_key}}
+
+    @staticmethod
+    def _plugin_data(plugin: str, request: Json, reply: Json) -> Json:
+        data = dict(reply.get("response") or {})
+        if "error_code" in data:
+            raise BenchError(f"{plugin} {request.get('request')}: {data}")
+        return data
+
+
+class JanusAdmin(_AdminRequests):
+    """Janus's admin API, synchronous: set-up, teardown and the leak check."""
+
+    def call(self, path: str, body: Json) -> Json:
+        body = self._body(body)
+        return self._checked(body, httpx.post(self.url + path, json=body, timeout=5).json())
+
+    def plugin(self, plugin: str, request: Json) -> Json:
+        return self._plugin_data(plugin, request, self.call("", self._plugin_body(plugin, request)))
+
+    def leftovers(self) -> Json:
+        """Sessions, the handles in them, VideoRoom rooms, Streaming mountpoints."""
+        sessions = list(self.call("", {"janus": "list_sessions"}).get("sessions", []))
+        handles = {sid: list(self.call(f"/{sid}", {"janus": "list_handles"}).get("handles", []))
+                   for sid in sessions}
+        rooms = [r.get("room") for r in self.plugin(VIDEOROOM, {"request": "list"}).get("list", [])]
+        mounts = [m.get("id") for m in self.plugin(STREAMING, {"request": "list"}).get("list", [])]
+        return {"sessions": len(sessions), "handles": sum(len(h) for h in handles.values()),
+                "rooms": len(rooms), "mountpoints": len(mounts),
+                "detail": {"handles": {str(k): v for k, v in handles.items()},
+                           "rooms": rooms, "mountpoints": mounts}}
+
+
+class AsyncJanusAdmin(_AdminRequests):
+    """Janus's admin API on a shared AsyncClient: for looking while a run goes on."""
+
+    def __init__(self, http: httpx.AsyncClient, url: str, secret: str, admin_key: str) -> None:
+        super().__init__(url, secret, admin_key)
+        self.http = http
+
+    async def call(self, path: str, body: Json) -> Json:
+        body = self._body(body)
+        return self._checked(body, (await self.http.post(self.url + path, json=body)).json())
+
+    async def plugin(self, plugin: str, request: Json) -> Json:
+        reply = await self.call("", self._plugin_body(plugin, request))
+        return self._plugin_data(plugin, request, reply)
+
+    async def rooms(self) -> list[Json]:
+        return list((await self.plugin(VIDEOROOM, {"request": "list"})).get("list", []))
+
+    async def mountpoints(self) -> list[Json]:
+        return list((await self.plugin(STREAMING, {"request": "list"})).get("list", []))
+
+
+# --------------------------------------------------------------------------
+# a minimal Janus HTTP client for the baselines (on purpose not gateway.janus.client)
+
+
+class RawJanus:
+    """One Janus session, one long-poll task dispatching events by transaction.
+
+    The benches' "same work without the gateway" side: raw HTTP, nothing of
+    the gateway's own client, so a gateway bug or cost does not show on both.
+    """
+
+    def __init__(self, url: str, timeout: float, keepalive: int, keepalive_expiry: float) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=keepalive,
+                                keepalive_expiry=keepalive_expiry))
+        self.session = 0
+        self.waiters: dict[str, asyncio.Future[Json]] = {}
+        self.poller: asyncio.Task[None] | None = None
+        self.poll_error: BaseException | None = None
+
+    async def post(self, path: str, body: Json) -> Json:
+        body.setdefault("transaction", secrets.token_hex(8))
+        reply = (await self.http.post(self.url + path, json=body)).json()
+        if reply.get("janus") == "error":
+            raise BenchError(f"{body.get('janus')}: {reply.get('error')}")
+        return dict(reply)
+
+    async def start(self) -> None:
+        self.session = int((await self.post("", {"janus": "create"}))["data"]["id"])
+        self.poller = asyncio.create_task(self._poll())
+
+    async def attach(self, plugin: str) -> int:
+        reply = await self.post(f"/{self.session}", {"janus": "attach", "plugin": plugin})
+        return int(reply["data"]["id"])
+
+    async def _poll(self) -> None:
+        try:
+            while True:
+                response = await self.http.get(f"{self.url}/{self.session}",
+                                               params={"maxev": 20}, timeout=45)
+                events = response.json()
+                for event in events if isinstance(events, list) else [events]:
+                    if event.get("janus") not in ("event", "success", "error"):
+                        continue
+                    waiter = self.waiters.pop(event.get("transaction") or "", None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(event)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # surface it in the next request
+            self.poll_error = exc
+            for waiter in self.waiters.values():
+                if not waiter.done():
+                    waiter.set_exception(BenchError(f"long poll failed: {exc!r}"))
+
+    async def close(self) -> None:
+        if self.poller is not None:
+            self.poller.cancel()
+            await asyncio.gather(self.poller, return_exceptions=True)
+        try:
+            if self.session:
+                await self.post(f"/{self.session}", {"janus": "destroy"})
+        finally:
+            await self.http.aclose()
+
+
+# --------------------------------------------------------------------------
+# offers
+
+
+async def aiortc_offerer(direction: str) -> Any:
+    """An aiortc peer with its offer set: audio + video; sendonly ones Opus + VP8 (rtx).
+
+    Real offers (candidates gathered), so the gateway and Janus do their usual work.
+    """
+    from aiortc import RTCPeerConnection, RTCRtpSender
+
+    wanted = {"audio": ("audio/opus",), "video": ("video/vp8", "video/rtx")}
+    pc = RTCPeerConnection()
+    try:
+        for kind in ("audio", "video"):
+            transceiver = pc.addTransceiver(kind, direction=direction)
+            if direction == "sendonly":
+                transceiver.setCodecPreferences([
+                    c for c in RTCRtpSender.getCapabilities(kind).codecs
+                    if c.mimeType.lower() in wanted[kind]])
+        await asyncio.wait_for(pc.setLocalDescription(await pc.createOffer()), 10)
+    except BaseException:
+        await pc.close()
+        raise
+    return pc
+
+
+# --------------------------------------------------------------------------
+# the run: a private network namespace, a cap on the time, clean exits
+
+
+def enter_netns(name: str) -> bool:
+    """Enter a private network namespace (Janus offers no candidates on loopback).
+
+    First thing, before any thread exists: namespaces are per thread.  False
+    (and a message) if that is not possible, i.e. not root.
+    """
+    from gateway.sandbox import SandboxUnavailable, enter_private_netns
+
+    try:
+        enter_private_netns()
+    except SandboxUnavailable as exc:
+        print(f"{name}: {exc} (run it with sudo)", file=sys.stderr)
+        return False
+    return True
+
+
+def install_hard_cap(name: str, seconds: float, kill: Callable[[], None]) -> None:
+    """SIGALRM after ``seconds``: ``kill`` the children and leave (exit 124).
+
+    The last resort for when the asyncio cap (``run_capped``) did not end the
+    run, e.g. a blocking call hung; also makes SIGINT a KeyboardInterrupt even
+    if the bench was started in the background.
+    """
+
+    def hard_stop(signum: int, _frame: Any) -> None:
+        print(f"{name}: run-time cap exceeded by far (signal {signum}); killing", file=sys.stderr)
+        kill()
+        os._exit(124)
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGALRM, hard_stop)
+    signal.alarm(int(seconds))
+
+
+def run_capped(make: Callable[[], Awaitable[None]], remaining: Callable[[], float]) -> None:
+    """``asyncio.run(make())`` within ``remaining()`` seconds; SIGTERM cancels it.
+
+    Cancelled, the bench's own ``finally`` blocks still clean up (DELETEs,
+    Janus sessions) before the processes are stopped.
+    """
+
+    async def bounded() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        await asyncio.wait_for(make(), max(remaining(), 1))
+
+    asyncio.run(bounded())
+
+
+def guarded(name: str, body: Callable[[], None], max_seconds: float,
+            log_tail: Callable[[], str]) -> tuple[int, str]:
+    """Run ``body``; turn the ways a run ends into (exit status, "ok"/"timeout"/…).
+
+    One message per failure on stderr, with the gateway's last log lines for
+    an unexpected error; the caller's clean-up comes after, either way.
+    """
+    try:
+        body()
+        return 0, "ok"
+    except TimeoutError:
+        print(f"{name}: the run hit the cap of {max_seconds} s", file=sys.stderr)
+        return 1, "timeout"
+    except asyncio.CancelledError:
+        print(f"{name}: stopped by SIGTERM", file=sys.stderr)
+        return 1, "sigterm"
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130, "interrupted"
+    except Exception as exc:  # noqa: BLE001 - report, then the caller cleans up
+        print(f"{name}: {exc!r}", file=sys.stderr)
+        tail = log_tail()
+        if tail:
+            print(tail, file=sys.stderr)
+        return 1, "error"
+
+
+def keep_logs(dest: Path | None, paths: Iterable[Path]) -> None:
+    """Copy the logs that exist to ``dest`` (--keep-logs) before the workdir goes."""
+    if not dest:
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        if path.exists():
+            shutil.copy(path, dest / path.name)
+
+
+def params_of(args: Any) -> Json:
+    """The command-line arguments, JSON-ready, for the results file."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+def write_json(path: Path | None, results: Json) -> None:
+    if path:
+        path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+        print(f"wrote {path}")
+
+
+def report_leftovers(results: Json, kinds: tuple[str, ...], status: int) -> int:
+    """Print what Janus held after the run (results["leftovers"]); the exit status.
+
+    Anything left (target 0) turns a successful run into a failed one.
+    """
+    left = results.get("leftovers")
+    if left is None:
+        return status
+    total = sum(left[k] for k in kinds)
+    print("left in Janus after the run: " + ", ".join(f"{left[k]} {k}" for k in kinds)
+          + f" -> {total} (target 0)")
+    results["leftover_total"] = total
+    return 1 if total and status == 0 else status
