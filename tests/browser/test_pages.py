@@ -264,6 +264,7 @@ async def test_chromium_publishes_and_chromium_watches(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="gateway.egress")
+    caplog.set_level(logging.INFO, logger="gateway.problems")
     publisher = await start_page_publisher(chromium, gateway, "cam")
     try:
         await wait_publisher_live(publisher, chromium)
@@ -283,8 +284,12 @@ async def test_chromium_publishes_and_chromium_watches(
         assert await watcher.evaluate("document.getElementById('video').videoWidth") > 0
 
         await stop_player(watcher, http, gateway, "cam")
-        ended = [r.getMessage() for r in caplog.records if "ended" in r.getMessage()]
-        assert any("DELETE by the client" in m for m in ended), f"no DELETE on pagehide: {ended}"
+        # The page DELETEs on pagehide while its PeerConnection closes; the DTLS
+        # alert may reach Janus first and end the session, and the DELETE then
+        # finds nothing (404).  Either way the DELETE must have been sent.
+        lines = [r.getMessage() for r in caplog.records]
+        assert any("DELETE by the client" in m for m in lines) or any(
+            m.startswith("DELETE /whep/cam/") for m in lines), f"no DELETE on pagehide: {lines}"
     finally:
         await stop_page_publisher(publisher, http, gateway, "cam")
     assert await publisher_state(publisher) == "stopped"
