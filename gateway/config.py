@@ -121,8 +121,8 @@ class Settings(BaseSettings):
         "publisher is gone (while it is live, mountpoints stay)"
     )
     mountpoint_buffer_keyframe: bool = Field(
-        False, description="Janus keeps each mountpoint's last keyframe for new viewers "
-        "(faster first frame; experimental in Janus)",
+        True, description="Janus keeps each mountpoint's last keyframe for new viewers "
+        "(first frame without waiting for the publisher's next keyframe)",
     )
     mountpoint_threads: int = Field(
         2, ge=0, le=64, description="Streaming helper threads per mountpoint (large audiences)"

@@ -62,7 +62,7 @@ class EgressPolicy:
     layers_interval: float = 2.0
     viewercount_interval: float = 1.0
     keep_variants_while_live: bool = True
-    buffer_keyframe: bool = False
+    buffer_keyframe: bool = True
 
 
 class Egress:
