@@ -180,28 +180,13 @@ def accepted(desc: sdp.SessionDescription) -> list[sdp.MediaSection]:
 # -- reshaping offers ---------------------------------------------------------------
 
 
-def _keep_codecs(media: sdp.MediaSection, mapping: dict[int, int]) -> None:
-    """Keep only the codecs in ``mapping`` (old PT -> new PT), renumbered."""
-    keep: list[sdp.Line] = []
-    for ln in media.lines:
-        attr = ln.attribute
-        if attr and attr[0] in ("rtpmap", "fmtp", "rtcp-fb"):
-            pt, _, rest = (attr[1] or "").partition(" ")
-            if not pt.isdigit() or int(pt) not in mapping:
-                continue
-            ln = sdp.Line("a", f"{attr[0]}:{mapping[int(pt)]} {rest}")
-        keep.append(ln)
-    media.lines = keep
-    media.formats = [str(mapping[int(f)]) for f in media.formats if f.isdigit() and int(f) in mapping]
-
-
 def with_payload_types(offer: str, pts: dict[str, int]) -> str:
     """The first codec of each kind renumbered to ``pts[kind]``, the others
     dropped: an aiortc offer in a browser's payload types."""
     desc = sdp.parse(offer)
     for media in desc.media:
         if media.kind in pts:
-            _keep_codecs(media, {media.codecs()[0].pt: pts[media.kind]})
+            media.keep_codecs({media.codecs()[0].pt: pts[media.kind]})
     return str(desc)
 
 
@@ -223,7 +208,7 @@ def obs_shaped(offer: str) -> str:
         media.port = 9
         media.lines = [sdp.Line("c", "IN IP4 0.0.0.0") if ln.type == "c" else ln for ln in media.lines]
         codec = next(c for c in media.codecs() if c.key != "rtx")
-        _keep_codecs(media, {codec.pt: 111 if media.kind == "audio" else 96})
+        media.keep_codecs({codec.pt: 111 if media.kind == "audio" else 96})
     return str(desc)
 
 

@@ -150,6 +150,21 @@ class MediaSection:
             codecs.append(Codec(int(fmt), parts[0], clock, channels, fmtp.get(fmt)))
         return codecs
 
+    def keep_codecs(self, mapping: dict[int, int]) -> None:
+        """Keep only the codecs in ``mapping`` (old PT -> new PT), renumbered,
+        with their rtpmap, fmtp and rtcp-fb lines."""
+        keep: list[Line] = []
+        for ln in self.lines:
+            attr = ln.attribute
+            if attr and attr[0] in ("rtpmap", "fmtp", "rtcp-fb"):
+                pt, _, rest = (attr[1] or "").partition(" ")
+                if not pt.isdigit() or int(pt) not in mapping:
+                    continue
+                ln = Line("a", f"{attr[0]}:{mapping[int(pt)]} {rest}")
+            keep.append(ln)
+        self.lines = keep
+        self.formats = [str(mapping[int(f)]) for f in self.formats if f.isdigit() and int(f) in mapping]
+
     def remove_attributes(self, *names: str) -> None:
         self.lines = [ln for ln in self.lines if not (ln.attribute and ln.attribute[0] in names)]
 

@@ -8,47 +8,10 @@ from typing import Any
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
-from gateway import sdp
+from conformance.offers import obs_shaped  # noqa: F401  (one copy, shared with the suite)
 from gateway.clients.media import TestPatternTrack, ToneTrack
 from gateway.clients.whip import WhipSession, prefer_codec
 from gateway.janus.admin import JanusAdmin
-
-
-def obs_shaped(offer_text: str) -> str:
-    """Reshape an aiortc offer the way OBS (libdatachannel) sends one.
-
-    ICE credentials and fingerprint at session level, no candidates, no
-    end-of-candidates, Opus on PT 111 and exactly one video codec on PT 96.
-    aiortc adopts the payload types the answer names, so it still sends.
-    """
-    desc = sdp.parse(offer_text)
-    first = desc.media[0]
-    session_attrs = [
-        sdp.Line("a", f"ice-ufrag:{first.attribute('ice-ufrag')}"),
-        sdp.Line("a", f"ice-pwd:{first.attribute('ice-pwd')}"),
-        sdp.Line("a", f"fingerprint:{first.attribute('fingerprint')}"),
-    ]
-    desc.session.extend(session_attrs)
-    for media in desc.media:
-        media.remove_attributes("ice-ufrag", "ice-pwd", "fingerprint", "candidate",
-                                "end-of-candidates", "ice-options")
-        media.port = 9
-        media.lines = [sdp.Line("c", "IN IP4 0.0.0.0") if ln.type == "c" else ln
-                       for ln in media.lines]
-        codec = next(c for c in media.codecs() if c.key not in ("rtx",))
-        new_pt = 111 if media.kind == "audio" else 96
-        keep: list[sdp.Line] = []
-        for ln in media.lines:
-            attr = ln.attribute
-            if attr and attr[0] in ("rtpmap", "fmtp", "rtcp-fb"):
-                pt, _, rest = (attr[1] or "").partition(" ")
-                if pt != str(codec.pt):
-                    continue
-                ln = sdp.Line("a", f"{attr[0]}:{new_pt} {rest}")
-            keep.append(ln)
-        media.lines = keep
-        media.formats = [str(new_pt)]
-    return str(desc)
 
 
 async def aiortc_publisher(

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from aiortc import RTCPeerConnection, RTCRtpReceiver
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from gateway import sdp
+from conformance.offers import with_payload_types  # noqa: F401  (one copy, shared with the suite)
 
 
 @dataclass
@@ -61,26 +61,3 @@ async def aiortc_viewer(*, audio: bool = True, video: bool = True,
 
     await pc.setLocalDescription(await pc.createOffer())
     return pc, frames
-
-
-def with_payload_types(offer: str, pts: dict[str, int]) -> str:
-    """Renumber the first codec of each kind (and drop the others), e.g. to
-    dress an aiortc offer in a browser's payload types."""
-    desc = sdp.parse(offer)
-    for media in desc.media:
-        if media.kind not in pts:
-            continue
-        codec = media.codecs()[0]
-        new = pts[media.kind]
-        keep = []
-        for ln in media.lines:
-            attr = ln.attribute
-            if attr and attr[0] in ("rtpmap", "fmtp", "rtcp-fb"):
-                pt, _, rest = (attr[1] or "").partition(" ")
-                if pt != str(codec.pt):
-                    continue
-                ln = sdp.Line("a", f"{attr[0]}:{new} {rest}")
-            keep.append(ln)
-        media.lines = keep
-        media.formats = [str(new)]
-    return str(desc)

@@ -170,11 +170,7 @@ def _recvonly(desc: sdp.SessionDescription) -> None:
 
 def _no_supported_audio(desc: sdp.SessionDescription) -> None:
     audio = desc.media[0]
-    keep = [c for c in audio.codecs() if c.key in ("pcmu", "pcma")]
-    audio.formats = [str(c.pt) for c in keep]
-    audio.lines = [ln for ln in audio.lines if not (
-        ln.attribute and ln.attribute[0] in ("rtpmap", "fmtp", "rtcp-fb")
-        and (ln.attribute[1] or "").split(" ")[0] not in audio.formats)]
+    audio.keep_codecs({c.pt: c.pt for c in audio.codecs() if c.key in ("pcmu", "pcma")})
 
 
 def _two_video_tracks(desc: sdp.SessionDescription) -> None:

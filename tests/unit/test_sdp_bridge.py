@@ -174,15 +174,7 @@ def _keep_only_pts(text: str, kind: str, pts: set[int]) -> str:
     for m in desc.media:
         if m.kind != kind:
             continue
-        m.formats = [f for f in m.formats if int(f) in pts]
-        keep = []
-        for ln in m.lines:
-            a = ln.attribute
-            if a and a[0] in ("rtpmap", "fmtp", "rtcp-fb"):
-                if int((a[1] or "").split(" ")[0]) not in pts:
-                    continue
-            keep.append(ln)
-        m.lines = keep
+        m.keep_codecs({pt: pt for pt in pts})
     return str(desc)
 
 
