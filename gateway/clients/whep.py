@@ -28,7 +28,7 @@ import httpx
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from .whip import WhipClientError, prefer_codec
+from .whip import WhipClientError, WhipSession, prefer_codec
 
 SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 LAYER_REL = "urn:ietf:params:whep:ext:core:layer"
@@ -200,27 +200,16 @@ def _media_type_param(content_type: str, param: str) -> str | None:
 
 
 @dataclass
-class WhepSession:
-    url: str
-    token: str | None = None
-    http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=10))
-    location: str | None = None
-    etag: str | None = None
-    answer: str | None = None
+class WhepSession(WhipSession):
+    """WHIP's resource handling (URL, token, Location, ETag, DELETE) plus what
+    WHEP adds: counter-offers, Link extensions and their event stream."""
+
     counter_offer: str | None = None
     counter_offer_valid_until: str | None = None  # the HTTP-date of Content-Type's valid-until
     links: dict[str, dict[str, str]] = field(default_factory=dict)
     ice_servers: list[dict[str, str]] = field(default_factory=list)
     events_location: str | None = None
     retry_after: float | None = None  # from a 409 (no publisher) or 503
-
-    def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        headers = {}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        if content_type:
-            headers["Content-Type"] = content_type
-        return headers
 
     def _keep(self, response: httpx.Response) -> None:
         """Remember Location, ETag and Link headers of a 201 or 406."""
@@ -360,9 +349,6 @@ class WhepSession:
         """POST a layer choice (``{"mediaId": "0", "rid": "h"}``); ``{"mediaId": ...}`` alone resets."""
         return await self.http.post(self._link(LAYER_REL), content=json.dumps(body),
                                     headers=self._headers("application/json"))
-
-    async def aclose(self) -> None:
-        await self.http.aclose()
 
 
 def _carry_over(old: SseParser) -> SseParser:
