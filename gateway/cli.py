@@ -225,9 +225,7 @@ async def _publish(args: argparse.Namespace) -> int:
     status = 0
     try:
         while await _tick(stop, started, args.duration):
-            if pc.connectionState in ("failed", "closed"):
-                progress.done()
-                print(f"whip-gateway: the connection {pc.connectionState}", file=sys.stderr)
+            if _connection_lost(pc, progress):
                 status = 1
                 break
             now = loop.time()
@@ -249,6 +247,15 @@ async def _publish(args: argparse.Namespace) -> int:
     frames = ", ".join(f"{t.kind} {t.frames} frames" for t in tracks)
     print(f"stopped after {loop.time() - started:.1f}s: {frames} sent", flush=True)
     return status
+
+
+def _connection_lost(pc: Any, progress: Any) -> bool:
+    """Report a failed or closed PeerConnection; True when the loop must end."""
+    if pc.connectionState not in ("failed", "closed"):
+        return False
+    progress.done()
+    print(f"whip-gateway: the connection {pc.connectionState}", file=sys.stderr)
+    return True
 
 
 def publish_command(args: argparse.Namespace) -> int:
@@ -283,9 +290,7 @@ async def _play(args: argparse.Namespace) -> int:
     status = 0
     try:
         while await _tick(stop, started, args.duration):
-            if pc.connectionState in ("failed", "closed"):
-                progress.done()
-                print(f"whip-gateway: the connection {pc.connectionState}", file=sys.stderr)
+            if _connection_lost(pc, progress):
                 status = 1
                 break
             sample = await counter.sample(pc)
