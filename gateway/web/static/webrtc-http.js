@@ -187,6 +187,21 @@
     }
   }
 
+  // What the publisher and the player share as HTTP clients of one resource:
+  // the token on every request, and state changes reported to the page.
+  class ResourceClient {
+    headers(extra) {
+      const h = Object.assign({}, extra || {});
+      if (this.token) h.Authorization = `Bearer ${this.token}`;
+      return h;
+    }
+
+    setState(state, message) {
+      this.state = state;
+      if (this.ui.onState) this.ui.onState(state, message || "");
+    }
+  }
+
   // DELETE that survives the page going away (pagehide).
   function deleteResource(url, headers, keepalive) {
     if (!url) return Promise.resolve();
@@ -196,6 +211,6 @@
 
   window.WebrtcHttp = {
     SDP, SDPFRAG, streamFromPath, apiUrl, sleep, parseLinks, findLink, retryAfterSeconds,
-    describeError, gatheringDone, Trickler, deleteResource,
+    describeError, gatheringDone, Trickler, deleteResource, ResourceClient,
   };
 })();

@@ -11,8 +11,9 @@
   const MAX_BACKOFF_S = 30;
   const DISCONNECTED_GRACE_MS = 5000;
 
-  class WhepPlayer {
+  class WhepPlayer extends W.ResourceClient {
     constructor(options) {
+      super();
       this.stream = options.stream;
       this.endpoint = options.endpoint;
       this.token = options.token || null;
@@ -36,17 +37,6 @@
       this.retryTimer = null;
       this.disconnectTimer = null;
       this.trickler = null;
-    }
-
-    headers(extra) {
-      const h = Object.assign({}, extra || {});
-      if (this.token) h.Authorization = `Bearer ${this.token}`;
-      return h;
-    }
-
-    setState(state, message) {
-      this.state = state;
-      if (this.ui.onState) this.ui.onState(state, message || "");
     }
 
     start(url) {

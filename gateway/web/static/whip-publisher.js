@@ -12,8 +12,9 @@
     { rid: "l", scaleResolutionDownBy: 4 },
   ];
 
-  class WhipPublisher {
+  class WhipPublisher extends W.ResourceClient {
     constructor(options) {
+      super();
       this.stream = options.stream;
       this.endpoint = options.endpoint;
       this.ui = options.ui || {};
@@ -30,17 +31,6 @@
       this.generation = 0;
       this.retryTimer = null;
       this.trickler = null;
-    }
-
-    headers(extra) {
-      const h = Object.assign({}, extra || {});
-      if (this.token) h.Authorization = `Bearer ${this.token}`;
-      return h;
-    }
-
-    setState(state, message) {
-      this.state = state;
-      if (this.ui.onState) this.ui.onState(state, message || "");
     }
 
     async start(token, simulcast) {
