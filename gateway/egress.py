@@ -109,7 +109,7 @@ class Egress:
             raise MalformedSdp(f"the offer is not valid SDP: {exc}") from None
         _check_viewer_offer(offer)
         publisher = self._live_publisher(stream)
-        available = _stream_media(publisher)
+        available = _signature(publisher)
         try:
             choices = sdp_bridge.choose_codecs(offer_text, [(k, c, f) for k, c, f, _ in available])
         except sdp_bridge.BridgeError as exc:
@@ -119,14 +119,15 @@ class Egress:
         node = self._node_for_viewer()
         mode = ViewerMode.NATIVE if node.version >= NATIVE_OFFER_VERSION else ViewerMode.BRIDGED
         key = tuple(sorted((kind, c.payload_type) for kind, c in choices.items()))
-        return await self._attach_viewer(stream, node, publisher, key, mode, offer_text)
+        return await self._attach_viewer(stream, node, publisher, key, mode, offer_text, offer)
 
     async def counter_offer(self, stream: str) -> ViewerSession:
         """Draft-03 counter-offer (406): Janus's own offer goes to the viewer."""
         publisher = self._live_publisher(stream)
         node = self._node_for_viewer()
-        key = tuple(sorted((kind, BASE_PT[kind]) for kind, *_ in _stream_media(publisher)))
-        return await self._attach_viewer(stream, node, publisher, key, ViewerMode.COUNTER_OFFER, None)
+        key = tuple(sorted((kind, BASE_PT[kind]) for kind, *_ in _signature(publisher)))
+        return await self._attach_viewer(stream, node, publisher, key, ViewerMode.COUNTER_OFFER,
+                                         None, None)
 
     async def patch(self, session: ViewerSession, content_type: str, body: str) -> str | None:
         """PATCH: the viewer's answer (counter-offer mode), trickled candidates,
@@ -244,7 +245,8 @@ class Egress:
         return self.pool.for_viewer()
 
     async def _attach_viewer(self, stream: str, node: JanusNode, publisher: PublisherSession,
-                             key: VariantKey, mode: ViewerMode, offer: str | None) -> ViewerSession:
+                             key: VariantKey, mode: ViewerMode, offer: str | None,
+                             parsed: sdp.SessionDescription | None) -> ViewerSession:
         egress = await self._stream_egress(stream, node, publisher)
         variant = await self._variant(egress, key, publisher)
         viewer: StreamingViewer | None = None
@@ -257,9 +259,9 @@ class Egress:
                                     viewer=viewer, simulcast_rids=layers.rids(publisher.offer))
             session_ref.append(session)
             variant.viewers.add(session.id)
-            if offer is not None:
-                session.remote_ufrag = sdp.parse(offer).ice_credentials()[0]
-                session.video_mindex = _video_mindex(offer)
+            if parsed is not None:
+                session.remote_ufrag = parsed.ice_credentials()[0]
+                session.video_mindex = _video_mindex(parsed)
             if mode is ViewerMode.NATIVE:
                 jsep = await viewer.watch(offer=offer, timeout=self.policy.janus_timeout)
                 session.answer = str(jsep.get("sdp", ""))
@@ -276,7 +278,7 @@ class Egress:
                 jsep = await viewer.watch(timeout=self.policy.janus_timeout)
                 session.answer = str(jsep.get("sdp", ""))
                 session.janus_mid = _first_mid(session.answer)
-                session.video_mindex = _video_mindex(session.answer)
+                session.video_mindex = _video_mindex(sdp.parse(session.answer))
                 session.awaiting_answer = True
         except BaseException as exc:
             if viewer is not None:
@@ -550,15 +552,14 @@ def _check_viewer_offer(offer: sdp.SessionDescription) -> None:
         raise MalformedSdp("the offer lacks ICE credentials or a DTLS fingerprint")
 
 
-def _stream_media(publisher: PublisherSession) -> list[tuple[str, str, str | None, bool]]:
-    return list(_signature(publisher))
-
-
 def _signature(publisher: PublisherSession) -> tuple[tuple[str, str, str | None, bool], ...]:
-    """What a mountpoint for this publisher must carry, per kind."""
+    """What a mountpoint for this publisher must carry, per kind (worked out
+    once per publisher: every viewer's POST asks)."""
     backend = publisher.backend
     if backend is None:
         return ()
+    if publisher.media_signature is not None:
+        return publisher.media_signature  # type: ignore[return-value]
     try:
         answer = sdp.parse(backend.answer)
     except sdp.SdpError:
@@ -574,14 +575,12 @@ def _signature(publisher: PublisherSession) -> tuple[tuple[str, str, str | None,
                     codecs = [c for c in media.codecs() if c.key == "h264"]
                     fmtp = codecs[0].fmtp if codecs else None
         out.append((stream.kind, stream.codec, fmtp, stream.simulcast))
-    return tuple(out)
+    publisher.media_signature = tuple(out)
+    return publisher.media_signature  # type: ignore[return-value]
 
 
-def _video_mindex(text: str) -> str:
-    try:
-        kinds = [m.kind for m in sdp.parse(text).media]
-    except sdp.SdpError:
-        return "1"
+def _video_mindex(desc: sdp.SessionDescription) -> str:
+    kinds = [m.kind for m in desc.media]
     return str(kinds.index("video")) if "video" in kinds else "0"
 
 

@@ -53,6 +53,7 @@ class PublisherSession:
     etag: str = field(default_factory=new_etag)
     backend: RoomPublisher | None = None
     node_name: str | None = None  # where its set-up runs, known before the backend exists
+    media_signature: tuple[object, ...] | None = None  # egress's view of its media, cached
     state: PublisherState = PublisherState.CONNECTING
     created_at: float = field(default_factory=time.monotonic)
     state_since: float = field(default_factory=time.monotonic)
