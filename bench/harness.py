@@ -475,7 +475,7 @@ def enter_netns(name: str) -> bool:
     First thing, before any thread exists: namespaces are per thread.  False
     (and a message) if that is not possible, i.e. not root.
     """
-    from gateway.sandbox import SandboxUnavailable, enter_private_netns
+    from tests.sandbox import SandboxUnavailable, enter_private_netns
 
     try:
         enter_private_netns()

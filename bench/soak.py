@@ -260,9 +260,9 @@ def log_summary(path: Path) -> Json:
 # process; nothing in gateway/ changes)
 
 HEAP_PROBE_FLAG = "--run-gateway-with-heap-probe"
-SESSION_TYPES = ("gateway.streams.PublisherSession", "gateway.janus.videoroom.RoomPublisher",
-                 "gateway.egress.ViewerSession", "gateway.janus.streaming.StreamingViewer",
-                 "gateway.egress.Variant", "gateway.egress.StreamEgress",
+SESSION_TYPES = ("gateway.core.streams.PublisherSession", "gateway.janus.videoroom.RoomPublisher",
+                 "gateway.core.egress.ViewerSession", "gateway.janus.streaming.StreamingViewer",
+                 "gateway.core.egress.Variant", "gateway.core.egress.StreamEgress",
                  "gateway.janus.streaming.Mountpoint")
 
 
@@ -283,7 +283,7 @@ def run_gateway_with_heap_probe(out_dir: Path, argv: list[str]) -> int:
         (out_dir / f"types-{dumps}.json").write_text(json.dumps({
             "traced_bytes": current, "traced_peak_bytes": peak, "rss_kb": rss_kb(os.getpid()),
             "gc_objects": sum(types.values()), "types": dict(types.most_common(400))}))
-        wanted = os.environ.get("WHIP_SOAK_REFERRERS", "gateway.streams.PublisherSession")
+        wanted = os.environ.get("WHIP_SOAK_REFERRERS", "gateway.core.streams.PublisherSession")
         (out_dir / f"referrers-{dumps}.txt").write_text(referrer_chains(set(wanted.split(","))))
         (out_dir / f"done-{dumps}").touch()
         dumps += 1
@@ -495,7 +495,7 @@ class Offer:
 
 
 def offer_info(text: str) -> Offer:
-    from gateway import sdp
+    from gateway.sdp import model as sdp
 
     desc = sdp.parse(text)
     ufrag, pwd = desc.ice_credentials()
@@ -602,7 +602,7 @@ class Soak:
         self.audits: list[Json] = []
         self.series: list[Json] = []
         self.health_seen: Counter[str] = Counter()
-        self.nodes = gateway.nodes()
+        self.nodes = gateway.backend()
         self.stop_ops_at = float("inf")
         self.aborted = False
         self._bg: list[asyncio.Task[Any]] = []

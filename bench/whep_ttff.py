@@ -500,8 +500,8 @@ def serve_probed(argv: list[str]) -> int:
     import functools
 
     from gateway import app as app_module
-    from gateway import egress as egress_module
-    from gateway import sdp_bridge
+    from gateway.core import egress as egress_module
+    from gateway.sdp import bridge as sdp_bridge
     from gateway.janus import client as client_module
     from gateway.janus import streaming as streaming_module
     from gateway.janus import videoroom as videoroom_module
@@ -1276,7 +1276,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve_probed(argv[1:])
     args = parse_args(argv)
     from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port
-    from gateway.sandbox import INTERFACE
+    from tests.sandbox import INTERFACE
 
     if not enter_netns("whep_ttff"):
         return 2

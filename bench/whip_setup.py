@@ -48,7 +48,7 @@ from harness import (KEEPALIVE_S, RATE_LIMITS_OFF, VIDEOROOM, BenchError, CpuMet
                      params_of, percentile, report_leftovers, run_capped, write_json)
 
 from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port
-from gateway.sandbox import INTERFACE
+from tests.sandbox import INTERFACE
 
 # What the gateway asks of a room by default (config.Settings / ingest.IngestPolicy).
 VIDEO_CODECS = "h264,vp8,vp9,av1,h265"

@@ -2,7 +2,7 @@
 other clients send (OBS, browsers' payload types, RFC 9725's max-bundle
 example), plus the trickle-ice-sdpfrag bodies of PATCH requests.
 
-All parsing and writing goes through ``gateway.sdp``: the reshaping
+All parsing and writing goes through ``gateway.sdp.model``: the reshaping
 functions take SDP text and return SDP text, and never guess at syntax.
 Offers that are only POSTed to look at the HTTP answer (never connected)
 come from one cached aiortc offer per shape (``Offers``), so a run does
@@ -16,7 +16,7 @@ import secrets
 
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 
-from gateway import sdp
+from gateway.sdp import model as sdp
 from gateway.clients.media import TestPatternTrack, ToneTrack
 from gateway.clients.whep import FrameCounter
 from gateway.clients.whip import prefer_codec
@@ -157,7 +157,7 @@ async def wait_frames(counter: FrameCounter, at_least: int, timeout: float) -> f
 
 
 def parse(text: str, what: str = "the body") -> sdp.SessionDescription:
-    """gateway.sdp.parse, failing the check (not crashing it) on bad SDP."""
+    """gateway.sdp.model.parse, failing the check (not crashing it) on bad SDP."""
     try:
         desc = sdp.parse(text)
     except sdp.SdpError as exc:

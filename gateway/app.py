@@ -13,18 +13,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from . import whep, whip
-from .web import pages
-from .auth import StreamKeys, ViewerTokens
-from .config import Settings
-from .egress import Egress, EgressPolicy
-from .errors import GatewayError
-from .events import EventHub
-from .ingest import Ingest, IngestPolicy
-from .nodes import Backend, build_backend
-from .logredact import install_log_redaction
-from .problems import gateway_error_handler, http_error_handler, unexpected_error_handler
-from .ratelimit import RateLimits
+from gateway.http import whep
+from gateway.http import whip
+from gateway.http import pages
+from gateway.core.auth import StreamKeys, ViewerTokens
+from gateway.config import Settings
+from gateway.core.egress import Egress, EgressPolicy
+from gateway.errors import GatewayError
+from gateway.core.events import EventHub
+from gateway.core.ingest import Ingest, IngestPolicy
+from gateway.backend import Backend, build_backend
+from gateway.http.logredact import install_log_redaction
+from gateway.http.problems import gateway_error_handler, http_error_handler, unexpected_error_handler
+from gateway.http.ratelimit import RateLimits
 
 
 async def list_streams(request: Request) -> JSONResponse:

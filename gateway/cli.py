@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from pydantic import ValidationError
 
-from .config import IceServer, JanusNodeSettings, SettingsError, load_settings
+from gateway.config import IceServer, JanusNodeSettings, SettingsError, load_settings
 
 
 def _pairs(values: list[str] | None, flag: str) -> dict[str, str] | None:
@@ -65,8 +65,8 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import SERVER_OPTIONS, create_app
-    from .nodes import build_backend
+    from gateway.app import SERVER_OPTIONS, create_app
+    from gateway.backend import build_backend
 
     try:
         settings = load_settings(args.config, **_serve_overrides(args))
@@ -121,7 +121,7 @@ def _client_failure(exc: BaseException) -> int:
     """The one-line message for what went wrong talking to the server; exit status 1."""
     import httpx
 
-    from .clients.whip import WhipClientError
+    from gateway.clients.whip import WhipClientError
 
     if isinstance(exc, WhipClientError):
         request = exc.response.request
@@ -173,7 +173,7 @@ async def _end_session(session: Any, pc: Any, status: int) -> int:
     """DELETE the resource and close; a failed DELETE makes the exit status 1."""
     import httpx
 
-    from .clients.whip import WhipClientError
+    from gateway.clients.whip import WhipClientError
 
     try:
         if session.location:
@@ -196,8 +196,8 @@ async def _publish(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from .clients.media import TestPatternTrack, ToneTrack
-    from .clients.whip import CountingTrack, WhipClientError, publish, publish_file
+    from gateway.clients.media import TestPatternTrack, ToneTrack
+    from gateway.clients.whip import CountingTrack, WhipClientError, publish, publish_file
 
     stop = _stop_on_signals()
     codec = _CODECS.get(args.codec) if args.codec else None
@@ -269,8 +269,8 @@ async def _play(args: argparse.Namespace) -> int:
 
     import httpx
 
-    from .clients.whep import play
-    from .clients.whip import WhipClientError
+    from gateway.clients.whep import play
+    from gateway.clients.whip import WhipClientError
 
     stop = _stop_on_signals()
     try:
@@ -384,7 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def viewer_token(args: argparse.Namespace) -> int:
-    from .auth import mint_viewer_token
+    from gateway.core.auth import mint_viewer_token
 
     settings = load_settings(args.config)
     if not settings.viewer_jwt_secret:

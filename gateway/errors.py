@@ -1,7 +1,7 @@
 """Every way a request can fail, each named once with its HTTP status.
 
 The domain raises these; the HTTP layer turns any of them into an RFC 9457
-``application/problem+json`` response (see ``gateway.problems``).  Keeping
+``application/problem+json`` response (see ``gateway.http.problems``).  Keeping
 the status beside the name means a reader finds "what does a client see when
 X goes wrong" in one file, and no handler invents its own status code.
 """
@@ -122,7 +122,7 @@ class PreconditionRequired(GatewayError):
 
 
 class TooManyRequests(GatewayError):
-    """A rate limit: per client or per stream (``gateway.ratelimit``)."""
+    """A rate limit: per client or per stream (``gateway.http.ratelimit``)."""
 
     status = 429
     title = "Too many requests"

@@ -1,7 +1,7 @@
 """Fixtures: a real Janus 1.1.2 in a private network namespace, and gateways on it.
 
 At start-up the pytest process moves itself into a fresh network namespace
-(``gateway.sandbox``), so Janus, the gateway and every client (aiortc,
+(``tests.sandbox``), so Janus, the gateway and every client (aiortc,
 GStreamer, Chromium) share an interface ``v0`` at 127.0.0.2 and nothing can
 leave the machine.  Integration tests need root for that; without it they
 are skipped with the reason.
@@ -27,7 +27,7 @@ from gateway.app import SERVER_OPTIONS, create_app
 from gateway.config import JanusNodeSettings, Settings, load_settings
 from gateway.janus.admin import JanusAdmin
 from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port
-from gateway.sandbox import INTERFACE, SandboxUnavailable, enter_private_netns
+from tests.sandbox import INTERFACE, SandboxUnavailable, enter_private_netns
 from tests.janus_versions import janus_new  # noqa: F401  (Janus 1.4.x from deploy/janus-sid.sh)
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -18,7 +18,7 @@ from typing import Iterator
 import pytest
 
 from gateway.janus.process import JanusProcessConfig, ManagedJanus
-from gateway.sandbox import INTERFACE
+from tests.sandbox import INTERFACE
 
 DEFAULT_SID_CHROOT = "/var/cache/whip-gateway/janus-sid"
 

@@ -28,7 +28,7 @@ import httpx
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
-from .whip import WhipClientError, WhipSession, prefer_codec
+from gateway.clients.whip import WhipClientError, WhipSession, prefer_codec
 
 SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 LAYER_REL = "urn:ietf:params:whep:ext:core:layer"

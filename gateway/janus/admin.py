@@ -12,7 +12,7 @@ import asyncio
 
 import aiohttp
 
-from .client import JanusError, JanusUnreachable, _transaction
+from gateway.janus.client import JanusError, JanusUnreachable, _transaction
 
 Json = dict[str, Any]
 

@@ -14,9 +14,9 @@ import logging
 from urllib.parse import urlsplit
 from typing import Callable
 
-from .admin import JanusAdmin
-from .reaper import reap
-from .client import JanusClient, JanusHandle, JanusSession, JanusUnreachable
+from gateway.janus.admin import JanusAdmin
+from gateway.janus.reaper import reap
+from gateway.janus.client import JanusClient, JanusHandle, JanusSession, JanusUnreachable
 
 CONTROL_PLUGINS = ("janus.plugin.videoroom", "janus.plugin.streaming")
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Callable
 
-from .client import JanusError, JanusUnreachable
+from gateway.janus.client import JanusError, JanusUnreachable
 
 log = logging.getLogger(__name__)
 

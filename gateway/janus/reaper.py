@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import logging
 
-from .admin import JanusAdmin
-from .client import JanusError, JanusUnreachable
+from gateway.janus.admin import JanusAdmin
+from gateway.janus.client import JanusError, JanusUnreachable
 
 log = logging.getLogger(__name__)
 

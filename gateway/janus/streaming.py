@@ -12,9 +12,9 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .client import JanusHandle, JanusPluginError
-from .node import JanusNode
-from .peer import PeerSignal, quietly, signal_adapter
+from gateway.janus.client import JanusHandle, JanusPluginError
+from gateway.janus.node import JanusNode
+from gateway.janus.peer import PeerSignal, quietly, signal_adapter
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .client import JanusError, JanusHandle, JanusPluginError, JanusUnreachable
-from .node import JanusNode
-from .peer import PeerSignal, quietly, signal_adapter
+from gateway.janus.client import JanusError, JanusHandle, JanusPluginError, JanusUnreachable
+from gateway.janus.node import JanusNode
+from gateway.janus.peer import PeerSignal, quietly, signal_adapter
 
 log = logging.getLogger(__name__)
 

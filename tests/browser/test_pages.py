@@ -3,7 +3,7 @@
 
 Debian's Chromium (``/usr/bin/chromium``) is driven by Playwright for Python
 with a fake camera and microphone.  Every peer shares the private network
-namespace of the test run (``gateway.sandbox``), so these tests need root
+namespace of the test run (``tests.sandbox``), so these tests need root
 like the integration tests; without the namespace they are skipped.
 
 Each test frees what it made (Stop on the publisher page, ``player.stop()``
@@ -26,7 +26,7 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from gateway.clients.whip import WhipSession
-from gateway.sandbox import INTERFACE
+from tests.sandbox import INTERFACE
 from gateway.janus.process import ManagedJanus
 from tests.conftest import GatewayFactory, RunningGateway, Topology
 from tests.integration.test_whip import wait_stream
@@ -49,7 +49,7 @@ CHROMIUM_ARGS = [
 
 
 def _in_private_netns() -> bool:
-    # Not gateway.sandbox.in_sandbox(): that looks in /sys/class/net, which shows the
+    # Not tests.sandbox.in_sandbox(): that looks in /sys/class/net, which shows the
     # namespace sysfs was mounted in, not this process's, so it is False in the sandbox.
     names = {name for _, name in socket.if_nameindex()}
     return os.environ.get("WHIP_GATEWAY_SANDBOX") == "1" and INTERFACE in names
@@ -263,8 +263,8 @@ async def test_chromium_publishes_and_chromium_watches(
     gateway: RunningGateway, chromium: Browser, http: httpx.AsyncClient,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gateway.egress")
-    caplog.set_level(logging.INFO, logger="gateway.problems")
+    caplog.set_level(logging.INFO, logger="gateway.core.egress")
+    caplog.set_level(logging.INFO, logger="gateway.http.problems")
     publisher = await start_page_publisher(chromium, gateway, "cam")
     try:
         await wait_publisher_live(publisher, chromium)

@@ -23,7 +23,7 @@ from pathlib import Path
 from conformance import Config, Level, Status, all_checks, run_suite
 from conformance.offers import BROWSER_PAYLOAD_TYPES
 from conformance.report import to_json, to_markdown
-from gateway import sdp
+from gateway.sdp import model as sdp
 from tests.conftest import FIXTURES, GatewayFactory, RunningGateway
 
 PUBLISH_KEY = "conformance-publish-key"

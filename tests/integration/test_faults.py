@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port
-from gateway.sandbox import INTERFACE
+from tests.sandbox import INTERFACE
 from tests.conftest import GatewayFactory, Leaks, RunningGateway, Topology, janus_settings
 from tests.integration.test_whep import SSE_REL, read_events, start_publisher, watch
 from tests.integration.test_whip import assert_problem, wait_stream

@@ -49,10 +49,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from gateway import sdp
-from gateway.auth import mint_viewer_token
+from gateway.sdp import model as sdp
+from gateway.core.auth import mint_viewer_token
 from gateway.clients.whip import WhipSession
-from gateway.events import EVENTS
+from gateway.core.events import EVENTS
 from tests.conftest import GatewayFactory, Leaks, RunningGateway
 from tests.integration.test_whep import LAYER_REL, SSE_REL, Publisher, start_publisher
 from tests.integration.test_whip import wait_stream
@@ -300,7 +300,7 @@ WHIP_OFFER_STATUSES = {201, 400, 413, 422}
 @example(body=re.sub(rb"m=audio \d+ ", b"m=audio 9/2 ", OFFERS["chrome_publish"], count=1))
 async def test_whip_offers(gateway: RunningGateway, leaks: Leaks, http: httpx.AsyncClient,
                            body: bytes) -> None:
-    r = await http.post(gateway.whip("fuzz"), content=body, headers={"Content-Type": SDP})
+    r = await http.post(gateway.http.whip("fuzz"), content=body, headers={"Content-Type": SDP})
     seen("WHIP POST offers", r)
     if r.status_code == 201:
         assert r.headers["content-type"].startswith(SDP)

@@ -4,13 +4,13 @@ node, and leak their sessions)."""
 
 from __future__ import annotations
 
-from gateway import sdp
-from gateway.auth import StreamKeys
-from gateway.ingest import Ingest, IngestPolicy
+from gateway.sdp import model as sdp
+from gateway.core.auth import StreamKeys
+from gateway.core.ingest import Ingest, IngestPolicy
 from gateway.janus.client import JanusClient
 from gateway.janus.node import JanusNode
-from gateway.placement import NodePool
-from gateway.streams import PublisherSession, PublisherState
+from gateway.core.placement import NodePool
+from gateway.core.streams import PublisherSession, PublisherState
 from tests.conftest import read_fixture
 
 

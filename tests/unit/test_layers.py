@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import layers, sdp
+from gateway.core import layers
+from gateway.sdp import model as sdp
 from tests.conftest import read_fixture
 
 

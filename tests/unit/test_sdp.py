@@ -1,4 +1,4 @@
-"""gateway.sdp against real offers, broken input and the RFC 9725 PATCH bodies.
+"""gateway.sdp.model against real offers, broken input and the RFC 9725 PATCH bodies.
 
 The offers in ``tests/fixtures/sdp`` are what WHIP publishers and WHEP
 players really send (see the README there for where each one comes from).
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import sdp
+from gateway.sdp import model as sdp
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sdp"
 HEADER = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"

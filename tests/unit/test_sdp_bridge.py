@@ -1,4 +1,4 @@
-"""Offer bridging (``gateway.sdp_bridge``) on real offers.
+"""Offer bridging (``gateway.sdp.bridge``) on real offers.
 
 Janus's offers (``janus_streaming_*.sdp``) were captured from Janus 1.1.2's
 Streaming plugin (``watch`` on an RTP mountpoint: Opus 111 + VP8 96, Opus
@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway import sdp
-from gateway.sdp import MediaSection, SessionDescription, SdpError
-from gateway.sdp_bridge import (
+from gateway.sdp import model as sdp
+from gateway.sdp.model import MediaSection, SessionDescription, SdpError
+from gateway.sdp.bridge import (
     NEVER_EXTMAP,
     BridgeError,
     Bridged,

@@ -23,8 +23,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from gateway import sdp
-from gateway.sdp_bridge import BridgeError, choose_codecs
+from gateway.sdp import model as sdp
+from gateway.sdp.bridge import BridgeError, choose_codecs
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "sdp"
 VIEW_OFFERS = [(FIXTURES / f"{n}_view.sdp").read_text() for n in ("chrome", "firefox", "aiortc", "safari")]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from starlette.requests import Request
 
-from gateway.auth import StreamKeys, token_from
+from gateway.core.auth import StreamKeys, token_from
 from gateway.config import IceServer, SettingsError, load_settings
 from gateway.errors import (
     AuthenticationRequired,
@@ -15,7 +15,7 @@ from gateway.errors import (
     PreconditionFailed,
     PreconditionRequired,
 )
-from gateway.http_exchange import check_if_match, ice_server_links
+from gateway.http.exchange import check_if_match, ice_server_links
 
 
 def test_file_then_env_then_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

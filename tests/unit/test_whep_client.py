@@ -33,7 +33,7 @@ from gateway.clients.whep import (
 )
 from gateway.clients.whip import WhipClientError
 from gateway.config import IceServer
-from gateway.http_exchange import ice_server_links
+from gateway.http.exchange import ice_server_links
 
 BASE = "https://whep.example.org/whep/cam"
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response] | httpx.Response]

@@ -3,7 +3,7 @@ rtcp-mux, a DTLS role, full ICE."""
 
 from __future__ import annotations
 
-from gateway import sdp
+from gateway.sdp import model as sdp
 
 from ... import offers
 from ...context import Context, describe, expect

@@ -8,7 +8,7 @@ import re
 import string
 from urllib.parse import urlsplit
 
-from gateway import sdp
+from gateway.sdp import model as sdp
 
 from ... import offers
 from ...context import SDP, Context, describe, expect

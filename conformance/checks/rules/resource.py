@@ -14,7 +14,7 @@ from http import HTTPStatus
 
 import httpx
 
-from gateway import sdp
+from gateway.sdp import model as sdp
 
 from ... import offers
 from ...context import SDPFRAG, Context, describe, expect

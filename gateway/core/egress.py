@@ -11,7 +11,7 @@ viewers keep playing without a new POST.
 
 How a viewer's offer reaches Janus depends on the node's version:
 ``native`` (Janus ≥ 1.1.4 takes the offer on ``watch``) or ``bridged``
-(1.1.2: Janus makes its own offer and ``gateway.sdp_bridge`` writes both
+(1.1.2: Janus makes its own offer and ``gateway.sdp.bridge`` writes both
 answers).  Counter-offer mode (draft-03 406) hands Janus's offer to the
 viewer as it is.
 """
@@ -23,9 +23,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from . import layers, sdp, sdp_bridge
-from .auth import StreamKeys
-from .errors import (
+from gateway.core import layers
+from gateway.sdp import model as sdp
+from gateway.sdp import bridge as sdp_bridge
+from gateway.core.auth import StreamKeys
+from gateway.errors import (
     GatewayError,
     MalformedSdp,
     ResourceNotFound,
@@ -33,17 +35,17 @@ from .errors import (
     UnsupportedMedia,
     UnsupportedPatch,
 )
-from .events import EventHub
-from .failures import backend_error
-from .ingest import Ingest, check_port_counts
-from .janus.client import JanusError, JanusUnreachable
-from .janus.node import JanusNode
-from .janus.peer import PeerSignal, Signal
-from .janus.streaming import MediaSpec, Mountpoint, StreamingViewer
-from .janus.videoroom import ForwardTarget
-from .placement import NodePool
-from .streams import PublisherChange, PublisherSession, PublisherState, new_etag
-from .viewers import StreamEgress, Variant, VariantKey, ViewerMode, ViewerSession
+from gateway.core.events import EventHub
+from gateway.janus.failures import backend_error
+from gateway.core.ingest import Ingest, check_port_counts
+from gateway.janus.client import JanusError, JanusUnreachable
+from gateway.janus.node import JanusNode
+from gateway.janus.peer import PeerSignal, Signal
+from gateway.janus.streaming import MediaSpec, Mountpoint, StreamingViewer
+from gateway.janus.videoroom import ForwardTarget
+from gateway.core.placement import NodePool
+from gateway.core.streams import PublisherChange, PublisherSession, PublisherState, new_etag
+from gateway.core.viewers import StreamEgress, Variant, VariantKey, ViewerMode, ViewerSession
 
 log = logging.getLogger(__name__)
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 
-from . import sdp
-from .errors import (
+from gateway.sdp import model as sdp
+from gateway.errors import (
     GatewayError,
     MalformedSdp,
     MediaServerRejected,
     MediaServerUnavailable,
     UnsupportedMedia,
 )
-from .janus.client import JanusError, JanusPluginError, JanusUnreachable
-from .janus.node import JanusNode
+from gateway.janus.client import JanusError, JanusPluginError, JanusUnreachable
+from gateway.janus.node import JanusNode
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ rule below says why it is there, because most of them come from a failure
 that was seen (Chrome drops packets stamped with an unknown mid; Janus reads
 remote credentials only from the session or the first m-line; ...).
 
-Everything here is pure: text in, text out, no I/O.  ``gateway.sdp`` does
-the reading and writing of lines.  Bad input raises ``gateway.sdp.SdpError``
+Everything here is pure: text in, text out, no I/O.  ``gateway.sdp.model`` does
+the reading and writing of lines.  Bad input raises ``gateway.sdp.model.SdpError``
 (not an SDP we can trust) or ``BridgeError`` (a fine SDP we cannot serve).
 """
 
@@ -26,8 +26,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from . import sdp
-from .sdp import Codec, Line, MediaSection, SessionDescription
+from gateway.sdp import model as sdp
+from gateway.sdp.model import Codec, Line, MediaSection, SessionDescription
 
 # Janus's codec names (janus_sdp_get_codec_rtpmap in sdp-utils.c, 1.1.2) as
 # (kind, rtpmap encoding name, clock rate, channels).

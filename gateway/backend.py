@@ -13,12 +13,12 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from .config import Settings
-from .janus.admin import JanusAdmin
-from .janus.client import JanusClient
-from .janus.node import JanusNode
-from .janus.process import JanusProcessConfig, ManagedJanus
-from .placement import NodePool
+from gateway.config import Settings
+from gateway.janus.admin import JanusAdmin
+from gateway.janus.client import JanusClient
+from gateway.janus.node import JanusNode
+from gateway.janus.process import JanusProcessConfig, ManagedJanus
+from gateway.core.placement import NodePool
 
 log = logging.getLogger(__name__)
 

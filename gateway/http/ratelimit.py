@@ -15,7 +15,7 @@ from limits import RateLimitItem, parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from .errors import TooManyRequests
+from gateway.errors import TooManyRequests
 
 
 class RateLimits:

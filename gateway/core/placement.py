@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .errors import MediaServerUnavailable
-from .janus.node import JanusNode
+from gateway.errors import MediaServerUnavailable
+from gateway.janus.node import JanusNode
 
 log = logging.getLogger(__name__)
 

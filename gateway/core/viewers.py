@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
-from . import sdp_bridge
-from .janus.node import JanusNode
-from .janus.streaming import Mountpoint, StreamingViewer
-from .janus.videoroom import RoomPublisher
-from .streams import new_etag, new_resource_id
+from gateway.sdp import bridge as sdp_bridge
+from gateway.janus.node import JanusNode
+from gateway.janus.streaming import Mountpoint, StreamingViewer
+from gateway.janus.videoroom import RoomPublisher
+from gateway.core.streams import new_etag, new_resource_id
 
 # (kind, payload type) per kind: which PTs a mountpoint variant rewrites to.
 VariantKey = tuple[tuple[str, int], ...]

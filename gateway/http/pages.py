@@ -15,9 +15,9 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..http_exchange import valid_stream
+from gateway.http.exchange import valid_stream
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parent.parent / "web" / "static"
 NO_CACHE = {"Cache-Control": "no-cache"}
 
 

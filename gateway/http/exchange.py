@@ -12,8 +12,8 @@ from urllib.parse import quote
 
 from starlette.requests import Request
 
-from .config import STREAM_NAME_PATTERN, IceServer
-from .errors import (
+from gateway.config import STREAM_NAME_PATTERN, IceServer
+from gateway.errors import (
     BodyTooLarge,
     MalformedBody,
     PreconditionFailed,

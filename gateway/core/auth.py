@@ -12,7 +12,7 @@ import time
 
 import jwt
 
-from .errors import AuthenticationRequired, Forbidden
+from gateway.errors import AuthenticationRequired, Forbidden
 
 ANY_STREAM = "*"
 

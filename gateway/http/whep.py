@@ -17,12 +17,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .auth import token_from
-from .config import Settings
-from .egress import Egress, ViewerSession
-from .errors import MalformedBody, ResourceNotFound, UnsupportedContentType
-from .events import EVENTS
-from .http_exchange import (
+from gateway.core.auth import token_from
+from gateway.config import Settings
+from gateway.core.egress import Egress, ViewerSession
+from gateway.errors import MalformedBody, ResourceNotFound, UnsupportedContentType
+from gateway.core.events import EVENTS
+from gateway.http.exchange import (
     absolute_url,
     check_if_match,
     ice_server_links,

@@ -15,8 +15,8 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .janus.videoroom import RoomPublisher
-    from .sdp import SessionDescription
+    from gateway.janus.videoroom import RoomPublisher
+    from gateway.sdp.model import SessionDescription
 
 
 class PublisherState(Enum):

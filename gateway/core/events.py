@@ -4,7 +4,7 @@ A viewer's player POSTs the list of events it wants and gets an event
 stream; the gateway publishes stream-wide events (active, inactive,
 viewercount, layers) and per-viewer ones (reconnect) into the hub, which
 queues them for each matching event stream.  Delivery over HTTP is
-sse-starlette's job (``gateway.whep``); this module has no HTTP in it.
+sse-starlette's job (``gateway.http.whep``); this module has no HTTP in it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from .streams import new_resource_id
+from gateway.core.streams import new_resource_id
 
 log = logging.getLogger(__name__)
 

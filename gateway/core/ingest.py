@@ -1,6 +1,6 @@
 """WHIP ingest: publish, trickle, ICE restart, end, and watching publishers.
 
-This is the domain behind ``gateway.whip``.  It decides what an offer may
+This is the domain behind ``gateway.http.whip``.  It decides what an offer may
 carry, which node takes it, when a publisher counts as gone, and maps the
 backend's failures to the errors a client sees.  It never sees a Request and
 never builds Janus JSON.
@@ -13,22 +13,22 @@ import logging
 from dataclasses import dataclass
 from typing import Callable
 
-from . import sdp
-from .auth import StreamKeys
-from .errors import (
+from gateway.sdp import model as sdp
+from gateway.core.auth import StreamKeys
+from gateway.errors import (
     MalformedSdp,
     MediaServerUnavailable,
     ResourceNotFound,
     StreamBusy,
     UnsupportedMedia,
 )
-from .failures import backend_error
-from .janus.client import JanusError, JanusUnreachable
-from .janus.node import JanusNode
-from .janus.peer import PeerSignal, Signal
-from .janus.videoroom import RoomOptions, RoomPublisher
-from .placement import NodePool
-from .streams import (
+from gateway.janus.failures import backend_error
+from gateway.janus.client import JanusError, JanusUnreachable
+from gateway.janus.node import JanusNode
+from gateway.janus.peer import PeerSignal, Signal
+from gateway.janus.videoroom import RoomOptions, RoomPublisher
+from gateway.core.placement import NodePool
+from gateway.core.streams import (
     PublisherChange,
     PublisherSession,
     PublisherState,

@@ -11,9 +11,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from .auth import token_from
-from .config import Settings
-from .http_exchange import (
+from gateway.core.auth import token_from
+from gateway.config import Settings
+from gateway.http.exchange import (
     absolute_url,
     check_if_match,
     ice_server_links,
@@ -21,7 +21,7 @@ from .http_exchange import (
     read_text,
     valid_stream,
 )
-from .ingest import Ingest
+from gateway.core.ingest import Ingest
 
 SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .sdp import SessionDescription
+from gateway.sdp.model import SessionDescription
 
 AUTOMATIC = {"substream": 2, "temporal": 2}  # Janus then sends the best layer it has
 

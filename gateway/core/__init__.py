@@ -1,0 +1,1 @@
+"""The domain: streams, publishers and viewers, ingest and egress, events, auth, placement."""

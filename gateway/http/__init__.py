@@ -1,0 +1,1 @@
+"""HTTP resources: one module per resource, and the request/response helpers they share."""
