@@ -602,7 +602,7 @@ class Soak:
         self.audits: list[Json] = []
         self.series: list[Json] = []
         self.health_seen: Counter[str] = Counter()
-        self.nodes = gateway.backend()
+        self.nodes = gateway.nodes()
         self.stop_ops_at = float("inf")
         self.aborted = False
         self._bg: list[asyncio.Task[Any]] = []
