@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import sys
 from pathlib import Path
@@ -328,6 +329,11 @@ def play_command(args: argparse.Namespace) -> int:
     return asyncio.run(_play(args))
 
 
+# Commands that run an aiortc peer: ``serve`` never imports aiortc, so it is an
+# optional extra (``[clients]``) and these say so when it is missing.
+CLIENT_COMMANDS = frozenset({"publish", "play"})
+
+
 def _add_client_commands(commands: Any) -> None:
     p = commands.add_parser("publish", help="publish a file or a test pattern over WHIP")
     p.add_argument("url", help="WHIP endpoint, e.g. http://127.0.0.1:8080/whip/cam")
@@ -396,6 +402,10 @@ def viewer_token(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in CLIENT_COMMANDS and importlib.util.find_spec("aiortc") is None:
+        print(f"whip-gateway: '{args.command}' needs the WebRTC client extra: "
+              "pip install 'whip-gateway[clients]'", file=sys.stderr)
+        return 2
     try:
         return int(args.run(args))
     except SettingsError as exc:
