@@ -83,6 +83,14 @@ def test_if_match_rules() -> None:
     check_if_match(_request({"If-Match": "*"}), '"a"')
 
 
+@pytest.mark.parametrize("value", ['"*"', ' "*" ', '"x", "*"'])
+def test_quoted_wildcard_if_match(value: str) -> None:
+    """RFC 9725 section 4.3.3 shows the ICE-restart header as ``If-Match: "*"``
+    (quoted), and clients copy it: it is the wildcard too.  The gateway never
+    issues ``"*"`` as an ETag, so nothing it means is lost."""
+    check_if_match(_request({"If-Match": value}), '"a"')
+
+
 def test_ice_server_links() -> None:
     """RFC 9725 section 4.6."""
     links = ice_server_links([
