@@ -397,7 +397,8 @@ async def test_simulcast_publisher_and_layer_selection(
 async def test_stream_key_and_viewer_token(
     start_gateway: GatewayFactory, chromium: Browser, http: httpx.AsyncClient
 ) -> None:
-    gw = await start_gateway(stream_keys={"locked": "s3cret"}, viewer_keys={"locked": "v1ew"})
+    gw = await start_gateway(stream_keys={"locked": "s3cret"}, viewer_keys={"locked": "v1ew"},
+                             public_listing="details")
     wrong = await start_page_publisher(chromium, gw, "locked", key="nope")
     await until(lambda: wrong.evaluate("window.publisher.state === 'failed'"),
                 "a wrong key fails", chromium, timeout=10)
