@@ -35,7 +35,7 @@ from gateway.errors import (
     UnsupportedMedia,
     UnsupportedPatch,
 )
-from gateway.core.events import EventHub
+from gateway.core.events import EventHub, EventStream
 from gateway.janus.failures import backend_error
 from gateway.core.ingest import Ingest, check_port_counts
 from gateway.janus.client import JanusError, JanusUnreachable
@@ -94,6 +94,20 @@ class Egress:
         found = self._viewers.get(session_id)
         if found is None or found.stream != stream or found.ended:
             raise ResourceNotFound("no such WHEP session")
+        return found
+
+    def event_stream(self, stream: str, session_id: str, events_id: str) -> EventStream:
+        """An event stream found by its URL alone, with no token.
+
+        A browser's EventSource cannot send Authorization, so the URL is the
+        capability: the POST that made it was authorized, its last segment
+        has 192 random bits (``new_resource_id``), it names its viewer
+        session, and it is gone (404) once that session ends.
+        """
+        session = self.session(stream, session_id)
+        found = self.events.get(session.id, events_id)
+        if found is None:
+            raise ResourceNotFound("no such event stream")
         return found
 
     def viewer_count(self, stream: str) -> int:

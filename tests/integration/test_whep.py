@@ -312,6 +312,38 @@ async def test_viewer_tokens(start_gateway: GatewayFactory, http: httpx.AsyncCli
         await publisher.stop()
 
 
+async def test_event_stream_url_works_without_the_token(
+        start_gateway: GatewayFactory, http: httpx.AsyncClient) -> None:
+    """A browser's EventSource cannot send Authorization.  The POST that makes
+    an event stream (WHEP extensions, server-sent events) still needs the
+    viewer token; the URL it returns is a capability of its own, like a
+    resource URL (RFC 9725 section 5: at least 128 random bits), bound to
+    that viewer session and dead once the session ends."""
+    gw = await start_gateway(viewer_keys={"paid": "ticket"})
+    publisher = await start_publisher(gw, http, "paid")
+    pc, _ = await aiortc_viewer()
+    auth = {"Authorization": "Bearer ticket"}
+    try:
+        r = await watch(http, gw.whep("paid"), pc, headers=auth)
+        assert r.status_code == 201, r.text
+        location = r.headers["location"]
+        sse = {link["rel"]: link["url"] for link in r.links.values()}[SSE_REL]
+        assert_problem(await http.post(sse, json=["active", "viewercount"]), 401)
+        made = await http.post(sse, json=["active", "viewercount"], headers=auth)
+        assert made.status_code == 201, made.text
+        stream_url = made.headers["location"]
+        secret = stream_url.rsplit("/", 1)[1]
+        assert len(secret) >= 22, "at least 128 random bits in base64url"
+        events = await read_events(http, stream_url, 2)  # no Authorization, as EventSource sends it
+        assert events == [("active", {}), ("viewercount", {"viewercount": 1})]
+        assert_problem(await http.get(stream_url[: -len(secret)] + "A" * len(secret)), 404)
+        assert (await http.delete(location, headers=auth)).status_code == 200
+        assert_problem(await http.get(stream_url), 404)
+    finally:
+        await pc.close()
+        await publisher.stop()
+
+
 # -- server-sent events extension ---------------------------------------------
 
 
