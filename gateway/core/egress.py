@@ -26,6 +26,7 @@ from typing import Any
 from gateway.core import layers
 from gateway.sdp import model as sdp
 from gateway.sdp import bridge as sdp_bridge
+from gateway.sdp import formats as sdp_formats
 from gateway.core.auth import StreamKeys
 from gateway.errors import (
     GatewayError,
@@ -279,8 +280,13 @@ class Egress:
                 session.remote_ufrag = parsed.ice_credentials()[0]
                 session.video_mindex = _video_mindex(parsed)
             if mode is ViewerMode.NATIVE:
-                jsep = await viewer.watch(offer=offer, timeout=self.policy.janus_timeout)
-                session.answer = str(jsep.get("sdp", ""))
+                # Janus answers with the first PT of the mountpoint's codec and
+                # its own fmtp: it gets only the PT chosen here, and the answer
+                # is mended to name only formats the viewer offered.
+                assert offer is not None
+                jsep = await viewer.watch(offer=sdp_formats.narrow_offer(offer, dict(key)),
+                                          timeout=self.policy.janus_timeout)
+                session.answer = sdp_formats.mend_answer(str(jsep.get("sdp", "")), offer)
                 session.janus_mid = _first_mid(session.answer)
             elif mode is ViewerMode.BRIDGED:
                 jsep = await viewer.watch(timeout=self.policy.janus_timeout)
