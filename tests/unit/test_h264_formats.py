@@ -193,6 +193,6 @@ def test_native_answer_without_narrowing_for_chrome_is_foreign() -> None:
     102 (42001f) and writes the mountpoint's 42e01f on it."""
     offer = _read("chrome_view")
     answer = janus_native_answer(offer, "profile-level-id=42e01f;packetization-mode=1")
-    assert foreign_formats(sdp.parse(answer), sdp.parse(offer)) == [
+    assert foreign_formats(sdp.parse(answer), sdp.parse(offer)) == [(
         "video PT 102 is H264 profile-level-id=42e01f;packetization-mode=1, offered as H264 "
-        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f"]
+        "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f")]

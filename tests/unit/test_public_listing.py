@@ -9,8 +9,8 @@ registry by hand, as ``Ingest.publish`` would after Janus answered.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
-from typing import AsyncIterator
 
 import httpx
 import pytest
