@@ -23,6 +23,7 @@ Pure functions on text or ``gateway.sdp.model`` objects, no I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from gateway.sdp import model as sdp
 from gateway.sdp.model import Codec, MediaSection
@@ -141,20 +142,24 @@ def narrow_offer(offer_text: str, chosen: dict[str, int]) -> str:
     return str(desc) if changed else offer_text
 
 
-def foreign_formats(answer: sdp.SessionDescription, offer: sdp.SessionDescription) -> list[str]:
-    """Each payload type of ``answer`` that does not carry the format the
-    viewer offered under it, described for an error message; [] if none."""
+def _offered_codecs(answer: sdp.SessionDescription, offer: sdp.SessionDescription,
+                    ) -> Iterator[tuple[MediaSection, dict[int, Codec]]]:
+    """Each accepted answer m-line with the codecs its offer m-line (same
+    mid, else same index) offered, by payload type."""
     offered_by_mid = {m.mid: m for m in offer.media if m.mid is not None}
-    wrong: list[str] = []
     for index, media in enumerate(answer.media):
-        if media.rejected:
-            continue
         source = offered_by_mid.get(media.mid) if media.mid is not None else None
         if source is None and index < len(offer.media):
             source = offer.media[index]
-        if source is None:
-            continue
-        offered = {c.pt: c for c in source.codecs()}
+        if source is not None and not media.rejected:
+            yield media, {c.pt: c for c in source.codecs()}
+
+
+def foreign_formats(answer: sdp.SessionDescription, offer: sdp.SessionDescription) -> list[str]:
+    """Each payload type of ``answer`` that does not carry the format the
+    viewer offered under it, described for an error message; [] if none."""
+    wrong: list[str] = []
+    for media, offered in _offered_codecs(answer, offer):
         for codec in media.codecs():
             if codec.key in _NOT_A_FORMAT:
                 continue
@@ -175,19 +180,12 @@ def mend_answer(answer_text: str, offer_text: str) -> str:
     answer, offer = sdp.parse(answer_text), sdp.parse(offer_text)
     if not foreign_formats(answer, offer):
         return answer_text
-    offered_by_mid = {m.mid: m for m in offer.media if m.mid is not None}
-    for index, media in enumerate(answer.media):
-        source = offered_by_mid.get(media.mid) if media.mid is not None else None
-        if source is None and index < len(offer.media):
-            source = offer.media[index]
-        if source is None or media.rejected:
-            continue
-        offered = {c.pt: c for c in source.codecs()}
+    for media, offered in _offered_codecs(answer, offer):
         for codec in media.codecs():
             mine = offered.get(codec.pt)
-            if mine is None or codec.key in _NOT_A_FORMAT or same_format(media.kind, mine, codec):
-                continue
-            _set_fmtp(media, codec.pt, mine.fmtp)
+            if mine is not None and codec.key not in _NOT_A_FORMAT \
+                    and not same_format(media.kind, mine, codec):
+                _set_fmtp(media, codec.pt, mine.fmtp)
     return str(answer)
 
 
