@@ -212,6 +212,32 @@ def obs_shaped(offer: str) -> str:
     return str(desc)
 
 
+SAFARI_H264 = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id="
+
+
+def safari_shaped(offer: str) -> str:
+    """An aiortc viewer offer with Safari's video codecs (wish-facts.md,
+    tests/fixtures/sdp/safari_view.sdp): H.264 High 640c1f on PT 96 before
+    constrained baseline 42e01f on PT 98, then VP8 on 104; Opus on 111.
+    The High PT stands where aiortc lists its 42001f, so a server that
+    answers with the first H.264 PT, or with its own profile on the viewer's
+    PT, shows it."""
+    desc = sdp.parse(offer)
+    for media in desc.media:
+        if media.kind == "audio":
+            media.keep_codecs({next(c for c in media.codecs() if c.key == "opus").pt: 111})
+        elif media.kind == "video":
+            h264 = [c for c in media.codecs() if c.key == "h264"]
+            vp8 = next(c for c in media.codecs() if c.key == "vp8")
+            media.keep_codecs({h264[0].pt: 96, h264[1].pt: 98, vp8.pt: 104})
+            media.formats = ["96", "98", "104"]
+            fmtp = {"96": f"{SAFARI_H264}640c1f", "98": f"{SAFARI_H264}42e01f"}
+            media.lines = [sdp.Line("a", f"fmtp:{pt} {fmtp[pt]}")
+                           if (a := ln.attribute) and a[0] == "fmtp" and (pt := (a[1] or "").split(" ")[0]) in fmtp
+                           else ln for ln in media.lines]
+    return str(desc)
+
+
 def set_direction(offer: str, direction: str) -> str:
     desc = sdp.parse(offer)
     for media in desc.media:

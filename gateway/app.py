@@ -19,7 +19,7 @@ from gateway.http import pages
 from gateway.core.auth import StreamKeys, ViewerTokens
 from gateway.config import Settings
 from gateway.core.egress import Egress, EgressPolicy
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, ResourceNotFound
 from gateway.core.events import EventHub
 from gateway.core.ingest import Ingest, IngestPolicy
 from gateway.backend import Backend, build_backend
@@ -29,14 +29,24 @@ from gateway.http.ratelimit import RateLimits
 
 
 async def list_streams(request: Request) -> JSONResponse:
-    """What is published right now, for people and scripts (``curl /api/streams``)."""
+    """What is published right now, for people and scripts (``curl /api/streams``).
+
+    Anyone may ask, so it never shows a session id (the secret part of the
+    WHIP resource URL) or a node name; ``public_listing`` says how much else.
+    """
+    settings: Settings = request.app.state.settings
+    if settings.public_listing == "off":
+        raise ResourceNotFound("the stream list is not public (public_listing = off)")
     ingest: Ingest = request.app.state.ingest
     egress: Egress = request.app.state.egress
-    streams = {
-        name: {"live": s.state.value == "live", "viewers": egress.viewer_count(name),
-               "publisher": s.describe()}
-        for name, s in ingest.registry.streams().items()
-    }
+    streams: dict[str, dict[str, object]] = {}
+    for name, s in ingest.registry.streams().items():
+        entry: dict[str, object] = {"live": s.state.value == "live"}
+        if settings.public_listing == "details":
+            described = s.describe()
+            entry["viewers"] = egress.viewer_count(name)
+            entry["publisher"] = {k: described[k] for k in ("state", "since_s", "codecs")}
+        streams[name] = entry
     return JSONResponse({"streams": streams})
 
 

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         None, min_length=16,
         description="HS256 secret: every stream then needs a viewer token (JWT with a stream claim)",
     )
+    public_listing: Literal["names", "details", "off"] = Field(
+        "names", description="what GET /api/streams and the / page show anyone: names (stream "
+        "names and live state), details (plus codecs and viewer counts) or off (404). "
+        "Session ids and node names never appear",
+    )
     whep_counter_offer: bool = Field(
         False, description="answer every WHEP POST with a 406 counter-offer (draft-03)"
     )

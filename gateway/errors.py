@@ -59,9 +59,33 @@ class AuthenticationRequired(GatewayError):
         super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 
+class PublishKeyRequired(AuthenticationRequired):
+    """RFC 9725 section 4.7.1: a publisher without the stream's key."""
+
+    title = "Publish key required"
+
+
+class ViewerTokenRequired(AuthenticationRequired):
+    """A viewer without the stream's viewer token (or a signed one)."""
+
+    title = "Viewer token required"
+
+
 class Forbidden(GatewayError):
     status = 403
     title = "Forbidden"
+
+
+class PublishKeyRejected(Forbidden):
+    """A key that does not publish this stream."""
+
+    title = "Publish key rejected"
+
+
+class ViewerTokenRejected(Forbidden):
+    """A viewer token that does not open this stream (unknown, forged, or another stream's)."""
+
+    title = "Viewer token rejected"
 
 
 class ResourceNotFound(GatewayError):

@@ -200,7 +200,9 @@ async def start_gateway(janus_node: ManagedJanus | Topology,
 
 @pytest.fixture
 async def gateway(start_gateway: GatewayFactory) -> RunningGateway:
-    return await start_gateway()
+    """A gateway whose /api/streams also shows viewer counts and codecs
+    (``public_listing = "details"``): tests wait on them."""
+    return await start_gateway(public_listing="details")
 
 
 @pytest.fixture

@@ -85,13 +85,13 @@ async def live(ctx: Context) -> Live:
         session, took = await connected_publisher(ctx, stream)
         state = Live(stream, session, connect_time=took)
         if ctx.config.whep:
-            state.ready_after = await _wait_viewable(ctx, stream)
+            state.ready_after = await wait_viewable(ctx, stream)
         return state
 
     return await ctx.memo("live", build)
 
 
-async def _wait_viewable(ctx: Context, stream: str) -> float | None:
+async def wait_viewable(ctx: Context, stream: str) -> float | None:
     """A server may count a stream live only once media arrives: POST a
     viewer offer until it stops getting 409 (bounded), then DELETE it."""
     offer = await ctx.offers.viewer()
@@ -256,6 +256,7 @@ class PatchProbe:
     malformed: httpx.Response
     trickle: httpx.Response
     star: list[httpx.Response] = field(default_factory=list)
+    quoted_star: httpx.Response | None = None  # a trickle with If-Match: "*" (RFC 9725's own spelling)
     restart: httpx.Response | None = None
     restart_ufrag: str | None = None
     old_etag_after_restart: httpx.Response | None = None
@@ -302,6 +303,7 @@ async def patch_probe(ctx: Context, kind: Kind) -> PatchProbe:
         )
         for cand in offers.candidates_of(local)[:2]:  # MediaMTX: one PATCH per candidate
             probe.star.append(await patch(offers.fragment(local, candidates=[cand], end=False), "*"))
+        probe.quoted_star = await patch(offers.fragment(local, end=False), '"*"')
         restart, probe.restart_ufrag, restart_pwd = offers.restart_fragment(local)
         frames_before = counter.video_frames if counter else 0
         probe.restart = await patch(restart, "*")

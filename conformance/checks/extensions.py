@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass, field
+from typing import Literal
 
 import httpx
 
@@ -37,17 +38,19 @@ class WireEvent:
     data: list[str] = field(default_factory=list)
 
 
-async def read_events(ctx: Context, url: str, seconds: float,
-                      want: int = 4) -> tuple[int, str, list[WireEvent]]:
+async def read_events(ctx: Context, url: str, seconds: float, want: int = 4,
+                      auth: str | None | Literal["default"] = "default",
+                      ) -> tuple[int, str, list[WireEvent]]:
     """GET an event stream for up to ``seconds`` (or ``want`` events):
-    (status, content type, events)."""
+    (status, content type, events).  ``auth=None`` sends no Authorization,
+    as a browser's EventSource does."""
     events: list[WireEvent] = []
     headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
     status, ctype = 0, ""
     current: WireEvent | None = None
     try:
         async with asyncio.timeout(seconds):
-            async with ctx.http.stream("GET", url, headers=ctx.headers("whep", extra=headers)) as r:
+            async with ctx.http.stream("GET", url, headers=ctx.headers("whep", auth=auth, extra=headers)) as r:
                 status, ctype = r.status_code, r.headers.get("content-type", "")
                 if status != 200:
                     await r.aread()
@@ -221,6 +224,31 @@ async def sse_ends_with_session(ctx: Context) -> str:
     expect(status in (404, 410), f"after the session was deleted its event stream answered {status}"
                                  + (f" and sent {[e.name for e in events]}" if events else ""))
     return f"event stream {status} after the session's DELETE"
+
+
+@check("ext.sse.url-without-token", title="The event-stream URL works without Authorization "
+       "(EventSource cannot send it) once an authorized POST made it", section=S_SSE, level=SHOULD,
+       spec=WHEP_EXT, phase=PHASE_WHEP_EXT, needs=("whep", "viewer_token"))
+async def sse_url_without_token(ctx: Context) -> str:
+    """A browser reads server-sent events with EventSource, which sends no
+    Authorization header: on a server that needs viewer tokens, the URL the
+    (authorized) subscribing POST returns must do on its own, as an
+    unguessable capability (like a resource URL, RFC 9725 section 5)."""
+    session = await fresh_session(ctx, "whep", "sse-token")
+    link = _sse_link(session)
+    events = _advertised(link)[:1] or ["active"]
+    r = await ctx.request("POST", link["url"], kind="whep", content=json.dumps(events),
+                          content_type="application/json")
+    if r.status_code != 201 or not r.headers.get("location"):
+        raise Skip(f"subscribing (with the viewer token) failed: {describe(r)}")
+    stream = str(httpx.URL(link["url"]).join(r.headers["location"]))
+    ctx.scope.urls.append(("whep", stream))
+    status, ctype, _ = await read_events(ctx, stream, 2.0, want=1, auth=None)
+    await ctx.delete(session)
+    expect(status == 200, f"GET on the event stream without Authorization answered {status}: a "
+                          "browser's EventSource can never read it")
+    expect(ctype.split(";")[0].strip() == "text/event-stream", f"it is {ctype!r}, not text/event-stream")
+    return "200 text/event-stream without Authorization"
 
 
 @check("ext.layer.requires-sse", title="Layer selection comes with server-sent events and the layers event",

@@ -14,6 +14,8 @@ from datetime import datetime, timezone
 
 import httpx
 
+from gateway.sdp.formats import foreign_formats
+
 from .. import offers
 from ..context import (
     MEDIA_TIMEOUT,
@@ -25,12 +27,13 @@ from ..context import (
     retry_after_seconds,
 )
 from ..runner import MAY, MUST, PHASE_WHEP, SHOULD, WHEP, Fail, Skip, check
-from .common import fresh_session, is_4xx, live, media_type
+from .common import connected_publisher, fresh_session, is_4xx, live, media_type, wait_viewable
 from .protocol import WHEP_PROTOCOL, register
 
 S_DISCOVER = "WHEP Endpoint URL Discoverability"
 S_COUNTER = "Playback Session Set Up / Server Sends Counter-Offer"
 S_SESSION = "Session Management"
+S_ACCEPT = "Playback Session Set Up / Server Accepts Client Offer"
 
 E = {"spec": WHEP, "phase": PHASE_WHEP, "needs": ("whep",)}
 
@@ -49,6 +52,49 @@ async def head(ctx: Context) -> str:
 
 
 register(WHEP_PROTOCOL, through="auth.wrong-token")  # OPTIONS/CORS, Links, SDP, DELETE, PATCH, auth
+
+
+# -- formats in the answer ----------------------------------------------------------------
+
+
+@check("whep.answer.offered-formats", title="Each payload type of the answer carries the format the "
+       "viewer offered there (H.264: its profile)", section=S_ACCEPT, level=MUST,
+       spec=WHEP, phase=PHASE_WHEP, needs=("whep", "whip"))
+async def offered_formats(ctx: Context) -> str:
+    """RFC 3264 section 6.1 (an answer uses the offer's payload types for
+    the formats it offered them for) and RFC 6184 section 8.2.2 (H.264's
+    profile is part of the format).  libwebrtc matches H.264 by profile, so
+    Safari, offered High 640c1f and constrained baseline 42e01f, can lose
+    the codec when an answer puts another profile on its PT.  An aiortc
+    H.264 publisher (42001f listed before 42e01f) on a stream of its own,
+    then a Safari-shaped viewer offer."""
+    if not (ctx.whip_templated and ctx.whep_templated):
+        raise Skip("needs templated --whip and --whep URLs to publish an H.264 stream of its own")
+    stream = ctx.new_stream("h264")
+    try:
+        publisher, _ = await connected_publisher(ctx, stream, video_codec="video/H264")
+    except Fail as exc:
+        raise Skip(f"the server does not take an H.264 publisher: {exc}") from None
+    assert publisher.local_sdp is not None
+    published = foreign_formats(offers.parse(publisher.remote_sdp, "the WHIP answer"),
+                                offers.parse(publisher.local_sdp))
+    if await wait_viewable(ctx, stream) is None:
+        raise Fail("the H.264 stream never became watchable (every viewer POST got 409)")
+    offer = offers.safari_shaped(await ctx.offers.viewer())
+    r, viewer = await ctx.post("whep", stream, offer)
+    if r.status_code == 406:
+        raise Skip("the server answers with a counter-offer (406): the viewer writes the answer")
+    expect(viewer is not None and r.status_code == 201,
+           f"a Safari-shaped viewer offer (H.264 640c1f and 42e01f, VP8) answered {describe(r)}")
+    answer = offers.parse(r.text, "the WHEP answer")
+    wrong = foreign_formats(answer, offers.parse(offer))
+    expect(not wrong, "the answer to a Safari-shaped offer names formats it did not offer there: "
+                      + "; ".join(wrong))
+    expect(not published, "the WHIP answer to the H.264 publisher names formats it did not offer "
+                          "there: " + "; ".join(published))
+    video = next((m for m in offers.accepted(answer) if m.kind == "video"), None)
+    got = f"{video.codecs()[0].name} on PT {video.codecs()[0].pt}" if video and video.codecs() else "no video"
+    return f"every payload type as offered ({got}; the publisher's answer too)"
 
 
 # -- counter-offer mode ---------------------------------------------------------------

@@ -12,12 +12,25 @@ import time
 
 import jwt
 
-from gateway.errors import AuthenticationRequired, Forbidden
+from gateway.errors import (
+    AuthenticationRequired,
+    Forbidden,
+    PublishKeyRejected,
+    PublishKeyRequired,
+    ViewerTokenRejected,
+    ViewerTokenRequired,
+)
 
 ANY_STREAM = "*"
 
 
 class StreamKeys:
+    # What a client is told: a publisher hears of publish keys, a viewer
+    # (``ViewerTokens``) of viewer tokens.
+    missing: type[AuthenticationRequired] = PublishKeyRequired
+    wrong: type[Forbidden] = PublishKeyRejected
+    credential = "publish key"
+
     def __init__(self, keys: dict[str, str]) -> None:
         self._keys = {name: key.encode() for name, key in keys.items()}
 
@@ -30,9 +43,9 @@ class StreamKeys:
         if expected is None:
             return
         if not presented:
-            raise AuthenticationRequired(f"stream {stream!r} needs a publish key")
+            raise self.missing(f"stream {stream!r} needs a {self.credential}")
         if not hmac.compare_digest(presented.encode(), expected):
-            raise Forbidden(f"that key does not publish stream {stream!r}")
+            raise self.wrong(f"that {self.credential} is not the one for stream {stream!r}")
 
 
 class ViewerTokens(StreamKeys):
@@ -43,6 +56,10 @@ class ViewerTokens(StreamKeys):
     has not passed is accepted; ``whip-gateway viewer-token`` mints one.
     Static per-stream tokens keep working beside it.
     """
+
+    missing = ViewerTokenRequired
+    wrong = ViewerTokenRejected
+    credential = "viewer token"
 
     def __init__(self, keys: dict[str, str], jwt_secret: str | None = None) -> None:
         super().__init__(keys)
@@ -56,23 +73,23 @@ class ViewerTokens(StreamKeys):
             super().check(stream, presented)
             return
         if not presented:
-            raise AuthenticationRequired(f"stream {stream!r} needs a viewer token")
+            raise ViewerTokenRequired(f"stream {stream!r} needs a viewer token")
         if presented.count(".") == 2:
             try:
                 claims = jwt.decode(presented, self._secret, algorithms=["HS256"],
                                     options={"require": ["exp", "stream"]})
             except jwt.ExpiredSignatureError:
-                raise AuthenticationRequired("the viewer token has expired",
-                                             error="invalid_token") from None
+                raise ViewerTokenRequired("the viewer token has expired",
+                                          error="invalid_token") from None
             except jwt.InvalidTokenError:
-                raise Forbidden("the viewer token is not valid") from None
+                raise ViewerTokenRejected("the viewer token is not valid") from None
             if claims["stream"] not in (stream, ANY_STREAM):
-                raise Forbidden(f"the viewer token is not for stream {stream!r}")
+                raise ViewerTokenRejected(f"the viewer token is not for stream {stream!r}")
             return
         if stream in self._keys or ANY_STREAM in self._keys:
             super().check(stream, presented)
             return
-        raise Forbidden("the viewer token is not valid")
+        raise ViewerTokenRejected("the viewer token is not valid")
 
 
 def mint_viewer_token(secret: str, stream: str, ttl: float) -> str:

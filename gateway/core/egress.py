@@ -26,6 +26,7 @@ from typing import Any
 from gateway.core import layers
 from gateway.sdp import model as sdp
 from gateway.sdp import bridge as sdp_bridge
+from gateway.sdp import formats as sdp_formats
 from gateway.core.auth import StreamKeys
 from gateway.errors import (
     GatewayError,
@@ -35,7 +36,7 @@ from gateway.errors import (
     UnsupportedMedia,
     UnsupportedPatch,
 )
-from gateway.core.events import EventHub
+from gateway.core.events import EventHub, EventStream
 from gateway.janus.failures import backend_error
 from gateway.core.ingest import Ingest, check_port_counts
 from gateway.janus.client import JanusError, JanusUnreachable
@@ -94,6 +95,20 @@ class Egress:
         found = self._viewers.get(session_id)
         if found is None or found.stream != stream or found.ended:
             raise ResourceNotFound("no such WHEP session")
+        return found
+
+    def event_stream(self, stream: str, session_id: str, events_id: str) -> EventStream:
+        """An event stream found by its URL alone, with no token.
+
+        A browser's EventSource cannot send Authorization, so the URL is the
+        capability: the POST that made it was authorized, its last segment
+        has 192 random bits (``new_resource_id``), it names its viewer
+        session, and it is gone (404) once that session ends.
+        """
+        session = self.session(stream, session_id)
+        found = self.events.get(session.id, events_id)
+        if found is None:
+            raise ResourceNotFound("no such event stream")
         return found
 
     def viewer_count(self, stream: str) -> int:
@@ -265,8 +280,13 @@ class Egress:
                 session.remote_ufrag = parsed.ice_credentials()[0]
                 session.video_mindex = _video_mindex(parsed)
             if mode is ViewerMode.NATIVE:
-                jsep = await viewer.watch(offer=offer, timeout=self.policy.janus_timeout)
-                session.answer = str(jsep.get("sdp", ""))
+                # Janus answers with the first PT of the mountpoint's codec and
+                # its own fmtp: it gets only the PT chosen here, and the answer
+                # is mended to name only formats the viewer offered.
+                assert offer is not None
+                jsep = await viewer.watch(offer=sdp_formats.narrow_offer(offer, dict(key)),
+                                          timeout=self.policy.janus_timeout)
+                session.answer = sdp_formats.mend_answer(str(jsep.get("sdp", "")), offer)
                 session.janus_mid = _first_mid(session.answer)
             elif mode is ViewerMode.BRIDGED:
                 jsep = await viewer.watch(timeout=self.policy.janus_timeout)

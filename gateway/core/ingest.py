@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gateway.sdp import model as sdp
+from gateway.sdp.formats import room_h264_profile
 from gateway.core.auth import StreamKeys
 from gateway.errors import (
     MalformedSdp,
@@ -115,7 +116,7 @@ class Ingest:
             # One deadline for the whole set-up: OBS gives up after 8 s.
             async with asyncio.timeout(self.policy.setup_deadline):
                 session.backend = await RoomPublisher.open(
-                    node, offer=offer_text, display=stream, options=self._room_options(),
+                    node, offer=offer_text, display=stream, options=self._room_options(offer),
                     on_signal=lambda signal: self._on_signal(session, signal),
                     timeout=self.policy.janus_timeout,
                 )
@@ -203,11 +204,13 @@ class Ingest:
         if not offer.fingerprint():
             raise MalformedSdp("the offer has no DTLS fingerprint")
 
-    def _room_options(self) -> RoomOptions:
+    def _room_options(self, offer: sdp.SessionDescription) -> RoomOptions:
         return RoomOptions(
             video_codecs=self.policy.video_codecs,
             audio_codecs=self.policy.audio_codecs,
             bitrate=self.policy.max_bitrate,
+            # constrained baseline when offered: the one H.264 every browser viewer takes
+            h264_profile=room_h264_profile(offer),
         )
 
     async def _restart_ice(self, session: PublisherSession, frag: sdp.SdpFragment) -> PatchResult:

@@ -83,13 +83,19 @@ def rate_limit(request: Request, stream: str) -> None:
         limits.check(client, stream)
 
 
+# RFC 9110's wildcard is a bare ``*``, but RFC 9725 section 4.3.3 prints it
+# quoted (``If-Match: "*"``) and clients copy that.  The gateway never issues
+# ``"*"`` as an ETag, so both forms can mean "any ICE session".
+WILDCARDS = frozenset({"*", '"*"'})
+
+
 def check_if_match(request: Request, current_etag: str) -> None:
     """RFC 9725 section 4.3.1: 428 without If-Match, 412 when it is stale."""
     value = request.headers.get("if-match")
     if value is None:
         raise PreconditionRequired('PATCH needs If-Match (the ETag, or "*" for an ICE restart)')
     tags = [t.strip() for t in value.split(",")]
-    if "*" in tags or current_etag in tags:
+    if WILDCARDS.intersection(tags) or current_etag in tags:
         return
     raise PreconditionFailed("If-Match does not name the current ICE session")
 

@@ -15,6 +15,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from gateway.errors import ResourceNotFound
 from gateway.http.exchange import valid_stream
 
 STATIC = Path(__file__).parent.parent / "web" / "static"
@@ -22,6 +23,10 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 
 
 async def index(request: Request) -> Response:
+    """The stream list: there only while ``public_listing`` is not ``off``."""
+    settings = getattr(request.app.state, "settings", None)
+    if settings is not None and settings.public_listing == "off":
+        raise ResourceNotFound("the stream list is not public (public_listing = off)")
     return FileResponse(STATIC / "index.html", headers=NO_CACHE)
 
 

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from gateway.core.auth import token_from
 from gateway.config import Settings
 from gateway.core.egress import Egress, ViewerSession
-from gateway.errors import MalformedBody, ResourceNotFound, UnsupportedContentType
+from gateway.errors import MalformedBody, UnsupportedContentType
 from gateway.core.events import EVENTS
 from gateway.http.exchange import (
     absolute_url,
@@ -150,11 +150,14 @@ async def events_resource(request: Request) -> Response:
 
 
 async def event_stream(request: Request) -> Response:
-    session = _session(request)
+    """GET reads the event stream, DELETE ends it; no token: the URL is the
+    capability (see ``Egress.event_stream``), because EventSource sends none."""
+    stream = valid_stream(request.path_params["stream"])
+    if request.method == "DELETE":
+        rate_limit(request, stream)
     egress = _egress(request)
-    subscription = egress.events.get(session.id, request.path_params["events"])
-    if subscription is None:
-        raise ResourceNotFound("no such event stream")
+    subscription = egress.event_stream(stream, request.path_params["session"],
+                                       request.path_params["events"])
     if request.method == "DELETE":
         egress.events.close(subscription.id)
         return Response(status_code=200)

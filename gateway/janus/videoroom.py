@@ -30,6 +30,7 @@ class RoomOptions:
     audio_codecs: str
     bitrate: int = 0
     fir_freq: int = 0
+    h264_profile: str | None = None  # the publisher's H.264 profile-level-id to take, if offered
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,8 @@ async def _create_room(control: JanusHandle, admin_key: str | None, options: Roo
             "audiocodec": options.audio_codecs, "bitrate": options.bitrate,
             "fir_freq": options.fir_freq, "notify_joining": False,
         }
+        if options.h264_profile:
+            body["h264_profile"] = options.h264_profile
         if admin_key:
             body["admin_key"] = admin_key
         try:

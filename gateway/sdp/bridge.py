@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from gateway.sdp import model as sdp
+from gateway.sdp.formats import offered_fmtp
 from gateway.sdp.model import Codec, Line, MediaSection, SessionDescription
 
 # Janus's codec names (janus_sdp_get_codec_rtpmap in sdp-utils.c, 1.1.2) as
@@ -569,7 +570,10 @@ def _viewer_answer(
         if ice_options:
             lines.append(Line("a", f"ice-options:{ice_options}"))
         lines += [Line("a", f"fingerprint:{fingerprint}"), Line("a", "setup:passive")]
-        lines += _codec_lines(pair, pair.viewer_codec, rtx_pt=rtx_pt, fmtp=pair.janus_codec.fmtp or pair.viewer_codec.fmtp)
+        # Janus's fmtp where it names the format the viewer offered on this
+        # PT, else the viewer's own: libwebrtc matches H.264 by profile.
+        fmtp = offered_fmtp(offered.kind, pair.viewer_codec, pair.janus_codec.fmtp or pair.viewer_codec.fmtp)
+        lines += _codec_lines(pair, pair.viewer_codec, rtx_pt=rtx_pt, fmtp=fmtp)
         lines += [Line("a", f"extmap:{i_} {uri}") for i_, uri in pair.extmap]
         lines += _janus_ssrc_lines(pair)
         lines += [Line("a", f"candidate:{c}") for c in candidates]

@@ -443,6 +443,9 @@ def fragment_of(answer: SessionDescription) -> str:
     ufrag, pwd = answer.ice_credentials()
     if not ufrag or not pwd or not answer.media:
         raise SdpError("the answer has no ICE credentials")
+    # A bundled answer repeats its candidates on every m-line; the fragment
+    # describes the one transport, so each is written once, in order.
+    candidates = list(dict.fromkeys(answer.candidates))
     return write_fragment(ufrag=ufrag, pwd=pwd, media=answer.media[0],
-                          candidates=answer.candidates, ice_lite=answer.has("ice-lite"),
+                          candidates=candidates, ice_lite=answer.has("ice-lite"),
                           bundle_mids=answer.bundle_mids)

@@ -397,7 +397,8 @@ async def test_simulcast_publisher_and_layer_selection(
 async def test_stream_key_and_viewer_token(
     start_gateway: GatewayFactory, chromium: Browser, http: httpx.AsyncClient
 ) -> None:
-    gw = await start_gateway(stream_keys={"locked": "s3cret"}, viewer_keys={"locked": "v1ew"})
+    gw = await start_gateway(stream_keys={"locked": "s3cret"}, viewer_keys={"locked": "v1ew"},
+                             public_listing="details")
     wrong = await start_page_publisher(chromium, gw, "locked", key="nope")
     await until(lambda: wrong.evaluate("window.publisher.state === 'failed'"),
                 "a wrong key fails", chromium, timeout=10)
@@ -414,12 +415,47 @@ async def test_stream_key_and_viewer_token(
 
         watcher = await chromium.page(f"{gw.url}/watch/locked?token=v1ew")
         await wait_frames(watcher, chromium)
-        # The event stream (EventSource: no headers) carries the token in its URL.
+        # The event stream (EventSource: no headers) works without the token in its URL.
         await until(lambda: watcher.evaluate("window.player.live === true && window.player.viewers === 1"),
-                    "events through the token", chromium)
+                    "events without the token", chromium)
+        assert "token" not in await watcher.evaluate("window.player.eventStream")
         await stop_player(watcher, http, gw, "locked")
     finally:
         await stop_page_publisher(publisher, http, gw, "locked")
+
+
+async def test_watch_page_asks_for_the_viewer_token(
+    start_gateway: GatewayFactory, chromium: Browser, http: httpx.AsyncClient
+) -> None:
+    """A stream that needs a viewer token: the watch page says so (401 "needs a
+    viewer token") and asks for it, as the publish page asks for the key; a
+    wrong one (403) asks again; the right one plays, sent as Bearer, and the
+    event stream works though EventSource sends no Authorization."""
+    gw = await start_gateway(viewer_keys={"paid": "ticket"}, public_listing="details")
+    publisher = await AiortcPublisher.start(gw, http, "paid")
+    try:
+        page = await chromium.page(f"{gw.url}/watch/paid")
+        await page.locator("#token-form").wait_for(state="visible", timeout=10000)
+        status = await page.text_content("#status")
+        assert status.startswith("401") and "needs a viewer token" in status, status
+
+        await page.fill("#token", "not-it")
+        await page.click("#token-submit")
+        await until(lambda: page.evaluate("document.getElementById('status').textContent.startsWith('403')"),
+                    "a wrong token is refused", chromium, timeout=10)
+        await page.locator("#token-form").wait_for(state="visible", timeout=10000)
+
+        await page.fill("#token", "ticket")
+        await page.click("#token-submit")
+        assert await page.is_hidden("#token-form")
+        await wait_frames(page, chromium)
+        await until(lambda: page.evaluate("window.player.live === true && window.player.viewers === 1"),
+                    "server-sent events without Authorization", chromium)
+        assert "ticket" not in await page.evaluate("window.player.eventStream")
+        await stop_player(page, http, gw, "paid")
+    finally:
+        await publisher.stop()
+    await wait_stream(http, gw, "paid", live=None)
 
 
 async def test_player_follows_a_publisher_that_comes_back_with_another_codec(

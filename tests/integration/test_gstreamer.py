@@ -297,7 +297,8 @@ async def _go_live(start_gateway: GatewayFactory, leaks: Leaks, env: dict[str, s
                    video: str, video_codec: str, trickle: bool,
                    running: list[WhipClientProcess]) -> LivePublish:
     """Start a gateway and the client; return once the gateway and Janus both see media."""
-    gw = await start_gateway(stream_keys={STREAM: KEY}, publisher_media_timeout=2)
+    gw = await start_gateway(stream_keys={STREAM: KEY}, publisher_media_timeout=2,
+                             public_listing="details")
     http = RequestLog(gw.app)
     args = ["-u", gw.whip(STREAM), "-t", KEY, "-A", AUDIO_OPUS, "-V", video]
     if not trickle:
@@ -422,7 +423,8 @@ async def test_whip_client_killed_is_ended_by_media_timeout(
 async def test_whip_client_wrong_key_is_refused(start_gateway: GatewayFactory, leaks: Leaks,
                                                 client_env: dict[str, str]) -> None:
     """A wrong -t gets 403; the client gives up and exits, and nothing is left in Janus."""
-    gw = await start_gateway(stream_keys={STREAM: KEY}, publisher_media_timeout=2)
+    gw = await start_gateway(stream_keys={STREAM: KEY}, publisher_media_timeout=2,
+                             public_listing="details")
     client = await WhipClientProcess.start(
         client_env, "-u", gw.whip(STREAM), "-t", "wrong", "-A", AUDIO_OPUS, "-V", VIDEO_VP8)
     try:

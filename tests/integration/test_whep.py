@@ -20,9 +20,10 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from gateway.sdp import model as sdp
+from gateway.sdp.formats import foreign_formats, h264_format
 from gateway.clients.whip import WhipSession
 from gateway.janus.process import ManagedJanus
-from tests.conftest import GatewayFactory, Leaks, RunningGateway, Topology
+from tests.conftest import GatewayFactory, Leaks, RunningGateway, Topology, read_fixture
 from tests.integration.test_whip import assert_problem, wait_stream
 from tests.publishers import aiortc_publisher, answer
 from tests.viewers import Frames, aiortc_viewer, with_payload_types
@@ -116,6 +117,35 @@ async def test_viewer_offer_gets_answer_and_decodes_frames(
         assert await mountpoints(leaks) == 0
     finally:
         await pc.close()
+
+
+async def test_h264_is_constrained_baseline_and_safari_gets_its_own_format(
+    gateway: RunningGateway, http: httpx.AsyncClient
+) -> None:
+    """aiortc offers H.264 42001f before 42e01f; the gateway asks the room for
+    constrained baseline (42e01f, packetization-mode 1), the one H.264 every
+    browser offers.  A Safari viewer (640c1f and 42e01f, tests/fixtures/sdp)
+    then gets an answer whose every payload type carries a format Safari
+    offered (WHEP, Server Accepts Client Offer; RFC 3264 section 6.1): 42e01f
+    on its PT 98, not 42001f and not its High-profile PT 96."""
+    publisher = await start_publisher(gateway, http, "h264", codec="video/H264")
+    try:
+        whip_answer = sdp.parse(publisher.whip.answer or "")
+        assert foreign_formats(whip_answer, sdp.parse(publisher.pc.localDescription.sdp)) == []
+        video = next(m for m in whip_answer.media if m.kind == "video")
+        assert h264_format(video.codecs()[0].fmtp) == ("42e01f", "1")
+
+        safari = read_fixture("sdp", "safari_view.sdp")
+        r = await http.post(gateway.whep("h264"), content=safari, headers={"Content-Type": SDP})
+        assert r.status_code == 201, r.text
+        answered = sdp.parse(r.text)
+        assert foreign_formats(answered, sdp.parse(safari)) == []
+        video = next(m for m in answered.media if m.kind == "video")
+        assert video.codecs()[0].pt == 98
+        assert h264_format(video.codecs()[0].fmtp) == ("42e01f", "1")
+        assert (await http.delete(r.headers["location"])).status_code == 200
+    finally:
+        await publisher.stop()
 
 
 async def test_payload_type_variants_are_shared_and_counted(
@@ -307,6 +337,38 @@ async def test_viewer_tokens(start_gateway: GatewayFactory, http: httpx.AsyncCli
         assert_problem(await http.delete(r.headers["location"]), 401)
         r2 = await http.delete(r.headers["location"], headers={"Authorization": "Bearer ticket"})
         assert r2.status_code == 200
+    finally:
+        await pc.close()
+        await publisher.stop()
+
+
+async def test_event_stream_url_works_without_the_token(
+        start_gateway: GatewayFactory, http: httpx.AsyncClient) -> None:
+    """A browser's EventSource cannot send Authorization.  The POST that makes
+    an event stream (WHEP extensions, server-sent events) still needs the
+    viewer token; the URL it returns is a capability of its own, like a
+    resource URL (RFC 9725 section 5: at least 128 random bits), bound to
+    that viewer session and dead once the session ends."""
+    gw = await start_gateway(viewer_keys={"paid": "ticket"})
+    publisher = await start_publisher(gw, http, "paid")
+    pc, _ = await aiortc_viewer()
+    auth = {"Authorization": "Bearer ticket"}
+    try:
+        r = await watch(http, gw.whep("paid"), pc, headers=auth)
+        assert r.status_code == 201, r.text
+        location = r.headers["location"]
+        sse = {link["rel"]: link["url"] for link in r.links.values()}[SSE_REL]
+        assert_problem(await http.post(sse, json=["active", "viewercount"]), 401)
+        made = await http.post(sse, json=["active", "viewercount"], headers=auth)
+        assert made.status_code == 201, made.text
+        stream_url = made.headers["location"]
+        secret = stream_url.rsplit("/", 1)[1]
+        assert len(secret) >= 22, "at least 128 random bits in base64url"
+        events = await read_events(http, stream_url, 2)  # no Authorization, as EventSource sends it
+        assert events == [("active", {}), ("viewercount", {"viewercount": 1})]
+        assert_problem(await http.get(stream_url[: -len(secret)] + "A" * len(secret)), 404)
+        assert (await http.delete(location, headers=auth)).status_code == 200
+        assert_problem(await http.get(stream_url), 404)
     finally:
         await pc.close()
         await publisher.stop()

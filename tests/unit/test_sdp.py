@@ -467,6 +467,18 @@ def test_write_fragment_parses_back() -> None:
     assert frag.end_of_candidates
 
 
+def test_restart_fragment_lists_each_candidate_once() -> None:
+    """RFC 9725 section 4.3.3: the 200 to an ICE restart carries the new
+    candidates.  Janus (and the WHEP bridge) repeat the bundle's candidates
+    on every m-line; the sdpfrag, which describes the one bundle transport,
+    writes each of them once."""
+    answer = offer("janus_streaming_opus_h264.sdp")
+    assert len(answer.candidates) == 2  # the same candidate on both m-lines
+    text = sdp.fragment_of(answer)
+    lines = [ln for ln in text.split("\r\n") if ln.startswith("a=candidate:")]
+    assert lines == ["a=candidate:1 1 udp 2015363327 127.0.0.2 31890 typ host"]
+
+
 def test_write_fragment_without_lite_or_bundle_starts_at_the_m_line() -> None:
     first = offer("chrome_publish.sdp").media[0]
     text = sdp.write_fragment(ufrag="Ab12", pwd="0123456789abcdefghijkl", media=first, candidates=[])

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from starlette.requests import Request
 
-from gateway.core.auth import StreamKeys, token_from
+from gateway.core.auth import StreamKeys, ViewerTokens, token_from
 from gateway.config import IceServer, SettingsError, load_settings
 from gateway.errors import (
     AuthenticationRequired,
@@ -57,6 +57,34 @@ def test_stream_keys() -> None:
     assert not StreamKeys({"a": "b"}).required_for("c")
 
 
+@pytest.mark.parametrize("tokens", [ViewerTokens({"live": "v"}), ViewerTokens({"*": "v"}),
+                                    ViewerTokens({"live": "v"}, jwt_secret="0123456789abcdef0")])
+def test_viewer_tokens_say_viewer_token(tokens: ViewerTokens) -> None:
+    """A viewer is never told about publish keys: 401 "needs a viewer token"
+    without one (RFC 6750 section 3 challenge), 403 for a wrong one."""
+    with pytest.raises(AuthenticationRequired) as missing:
+        tokens.check("live", None)
+    assert missing.value.status == 401 and "needs a viewer token" in missing.value.detail
+    assert missing.value.type_slug == "viewer-token-required"
+    assert missing.value.headers["WWW-Authenticate"].startswith("Bearer")
+    with pytest.raises(Forbidden) as wrong:
+        tokens.check("live", "not-it")
+    assert wrong.value.status == 403 and "viewer token" in wrong.value.detail
+    assert "publish" not in missing.value.detail + wrong.value.detail
+    tokens.check("live", "v")
+
+
+def test_publish_keys_say_publish_key() -> None:
+    keys = StreamKeys({"live": "k"})
+    with pytest.raises(AuthenticationRequired) as missing:
+        keys.check("live", None)
+    assert "needs a publish key" in missing.value.detail
+    assert missing.value.type_slug == "publish-key-required"
+    with pytest.raises(Forbidden) as wrong:
+        keys.check("live", "nope")
+    assert "publish" in wrong.value.detail
+
+
 @pytest.mark.parametrize("header,query,expected", [
     ("Bearer abc", None, "abc"), ("bearer  abc ", None, "abc"), ("abc", None, "abc"),
     (None, "q", "q"), ("Bearer ", None, None), (None, None, None),
@@ -81,6 +109,14 @@ def test_if_match_rules() -> None:
     check_if_match(_request({"If-Match": '"a"'}), '"a"')
     check_if_match(_request({"If-Match": '"x", "a"'}), '"a"')
     check_if_match(_request({"If-Match": "*"}), '"a"')
+
+
+@pytest.mark.parametrize("value", ['"*"', ' "*" ', '"x", "*"'])
+def test_quoted_wildcard_if_match(value: str) -> None:
+    """RFC 9725 section 4.3.3 shows the ICE-restart header as ``If-Match: "*"``
+    (quoted), and clients copy it: it is the wildcard too.  The gateway never
+    issues ``"*"`` as an ETag, so nothing it means is lost."""
+    check_if_match(_request({"If-Match": value}), '"a"')
 
 
 def test_ice_server_links() -> None:

@@ -18,7 +18,7 @@ from gateway.sdp import model as sdp
 
 from ... import offers
 from ...context import SDPFRAG, Context, describe, expect
-from ...runner import MUST, Fail, Skip
+from ...runner import MUST, SHOULD, Fail, Skip
 from ..common import PatchProbe, fresh_session, is_4xx, media_type, patch_probe
 from ..protocol import Protocol, rule
 
@@ -195,3 +195,38 @@ async def etag_strong(ctx: Context, p: Protocol) -> str:
         return "no ETag: optional, since the server does not support ICE restarts"
     expect(STRONG_ETAG.match(etag), f"ETag {etag} is not a strong entity-tag (a quoted string, no W/)")
     return f"strong ETag {etag}"
+
+
+@rule("patch.quoted-wildcard", topic="restart", level=SHOULD,
+      title='If-Match: "*" (quoted, as RFC 9725 section 4.3.3 prints it) is taken as the wildcard')
+async def patch_quoted_wildcard(ctx: Context, p: Protocol) -> str:
+    """RFC 9110 spells the wildcard ``*``, but RFC 9725's ICE-restart
+    example sends ``If-Match: "*"``, and clients (and READMEs) copy it.  A
+    server never issues ``"*"`` as its own ETag, so refusing it (412) only
+    breaks those clients.  Judged on a trickle PATCH."""
+    probe = await patch_probe(ctx, p.kind)
+    r = probe.quoted_star
+    assert r is not None
+    if not probe.trickle_supported:
+        raise Skip(f"the server does not support trickle ICE (a trickle PATCH answered "
+                   f"{probe.trickle.status_code})")
+    expect(r.status_code == probe.trickle.status_code,
+           f'a trickle PATCH with If-Match: "*" answered {describe(r)}, one with the ETag '
+           f"{probe.trickle.status_code}")
+    return f'{r.status_code} for If-Match: "*", as for the ETag'
+
+
+@rule("patch.ice-restart.candidates-once", topic="restart", level=SHOULD,
+      title="The ICE-restart answer lists each candidate once")
+async def restart_candidates_once(ctx: Context, p: Protocol) -> str:
+    """RFC 9725 section 4.3.3: the 200 carries the new set of candidates of
+    the one (bundled) transport; a candidate line twice is the same
+    candidate announced twice (RFC 8839 section 5.1 names it by its fields)."""
+    probe = await patch_probe(ctx, p.kind)
+    if not probe.restart_supported:
+        raise Skip("the server does not support ICE restarts")
+    assert probe.restart is not None
+    lines = [ln.strip() for ln in probe.restart.text.splitlines() if ln.startswith("a=candidate:")]
+    twice = sorted({ln for ln in lines if lines.count(ln) > 1})
+    expect(not twice, f"{len(twice)} candidate line(s) appear more than once: {twice[:2]}")
+    return f"{len(lines)} candidate(s), each once"

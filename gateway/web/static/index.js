@@ -38,7 +38,7 @@
       badge.dataset.live = String(!!s.live);
       badge.textContent = s.live ? "LIVE" : (s.publisher && s.publisher.state) || "offline";
       cell(row, badge);
-      cell(row, String(s.viewers ?? 0));
+      cell(row, s.viewers === undefined ? "" : String(s.viewers)); // public_listing = "names": no counts
       const codecs = (s.publisher && s.publisher.codecs) || {};
       cell(row, Object.values(codecs).filter(Boolean).join(" + "));
       const actions = document.createElement("span");

@@ -5,6 +5,7 @@
 
   const SDP = "application/sdp";
   const SDPFRAG = "application/trickle-ice-sdpfrag";
+  const MAX_BACKOFF_S = 30;
 
   // The stream name is the last segment of the page's own path (/watch/NAME).
   function streamFromPath() {
@@ -187,9 +188,29 @@
     }
   }
 
-  // What the publisher and the player share as HTTP clients of one resource:
-  // the token on every request, and state changes reported to the page.
+  // What the publisher and the player share as HTTP clients of one resource
+  // (RFC 9725 / WHEP): the token on every request, POSTing the offer, reading
+  // Location / ETag / Link and the answer, trickling, retrying with backoff,
+  // DELETE on teardown, and state changes reported to the page.
   class ResourceClient {
+    constructor(options) {
+      this.stream = options.stream;
+      this.endpoint = options.endpoint;
+      this.token = options.token || null;
+      this.ui = options.ui || {};
+      this.pc = null;
+      this.state = "idle";
+      this.stopped = false;
+      this.resource = null;
+      this.etag = null;
+      this.links = [];
+      this.lastError = null;
+      this.attempts = 0;
+      this.generation = 0;
+      this.retryTimer = null;
+      this.trickler = null;
+    }
+
     headers(extra) {
       const h = Object.assign({}, extra || {});
       if (this.token) h.Authorization = `Bearer ${this.token}`;
@@ -199,6 +220,74 @@
     setState(state, message) {
       this.state = state;
       if (this.ui.onState) this.ui.onState(state, message || "");
+    }
+
+    backoffSeconds() {
+      const base = Math.min(MAX_BACKOFF_S, Math.pow(2, this.attempts));
+      this.attempts += 1;
+      return base * (0.75 + Math.random() * 0.5);
+    }
+
+    // Ends the current attempt: its timers, trickling and peer connection,
+    // and DELETEs the resource (keepalive when the page is going away).
+    teardown(leavingPage) {
+      this.generation += 1;
+      clearTimeout(this.retryTimer);
+      if (this.trickler) this.trickler.close();
+      this.trickler = null;
+      const resource = this.resource;
+      this.resource = null;
+      const done = deleteResource(resource, this.headers(), leavingPage);
+      if (this.pc) {
+        this.pc.ontrack = null;
+        this.pc.onconnectionstatechange = null;
+        this.pc.close();
+      }
+      this.pc = null;
+      return done;
+    }
+
+    // Tries again with again() after `seconds`, unless stopped or superseded.
+    retryIn(seconds, state, message, again) {
+      if (this.stopped) return;
+      this.teardown(false);
+      const gen = this.generation;
+      this.setState(state, message);
+      this.retryTimer = setTimeout(() => {
+        if (gen === this.generation && !this.stopped) again();
+      }, Math.max(0, seconds) * 1000);
+    }
+
+    // Makes the offer, waits (up to gatherMs) for candidates and POSTs it:
+    // {response, offerSdp}, or null once stale() says the attempt is over.
+    // Network errors throw.
+    async postOffer(pc, url, gatherMs, stale) {
+      this.trickler = new Trickler(pc, this.headers());
+      await pc.setLocalDescription(await pc.createOffer());
+      await gatheringDone(pc, gatherMs);
+      if (stale()) return null;
+      const offerSdp = pc.localDescription.sdp;
+      const response = await fetch(url, {
+        method: "POST",
+        headers: this.headers({ "Content-Type": SDP }),
+        body: offerSdp,
+      });
+      return { response: response, offerSdp: offerSdp };
+    }
+
+    // A 201: the resource (Location), its ETag and Link headers, then the
+    // answer; throws when the peer connection refuses the answer.
+    async takeAnswer(pc, response) {
+      const location = response.headers.get("Location");
+      this.resource = location ? new URL(location, response.url).href : null;
+      this.etag = response.headers.get("ETag");
+      this.links = parseLinks(response.headers.get("Link"), this.resource || response.url);
+      await pc.setRemoteDescription({ type: "answer", sdp: await response.text() });
+    }
+
+    // Trickles what was gathered after the POST (RFC 8840 PATCH, If-Match: ETag).
+    startTrickle(offerSdp) {
+      if (this.resource && this.trickler) this.trickler.start(offerSdp, this.resource, this.etag);
     }
   }
 

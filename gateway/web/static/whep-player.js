@@ -8,35 +8,22 @@
   const LAYER_REL = "urn:ietf:params:whep:ext:core:layer";
   const WANTED_EVENTS = ["active", "inactive", "layers", "reconnect", "viewercount"];
   const GATHER_MS = 1500;
-  const MAX_BACKOFF_S = 30;
   const DISCONNECTED_GRACE_MS = 5000;
 
   class WhepPlayer extends W.ResourceClient {
     constructor(options) {
-      super();
-      this.stream = options.stream;
-      this.endpoint = options.endpoint;
-      this.token = options.token || null;
+      super(options);
       this.video = options.video;
-      this.ui = options.ui || {};
-      this.pc = null;
       this.state = "idle"; // idle | connecting | waiting | connected | retrying | stopped
       this.live = null; // from the active / inactive events
       this.viewers = null; // from viewercount events
       this.layers = {}; // the last layers event: {mediaId: [layer, ...]}
       this.events = []; // every event received: {name, data, at}
-      this.resource = null;
-      this.etag = null;
-      this.links = [];
       this.eventStream = null;
       this.eventSource = null;
-      this.lastError = null;
       this.lastLayerStatus = null;
-      this.attempts = 0;
-      this.generation = 0;
-      this.retryTimer = null;
+      this.needsToken = false; // the last POST was refused for want of a (valid) viewer token
       this.disconnectTimer = null;
-      this.trickler = null;
     }
 
     start(url) {
@@ -52,39 +39,15 @@
     }
 
     teardown(leavingPage) {
-      this.generation += 1;
-      clearTimeout(this.retryTimer);
       clearTimeout(this.disconnectTimer);
-      if (this.trickler) this.trickler.close();
-      this.trickler = null;
       if (this.eventSource) this.eventSource.close();
       this.eventSource = null;
       this.eventStream = null;
-      const resource = this.resource;
-      this.resource = null;
-      W.deleteResource(resource, this.headers(), leavingPage);
-      if (this.pc) {
-        this.pc.ontrack = null;
-        this.pc.onconnectionstatechange = null;
-        this.pc.close();
-      }
-      this.pc = null;
+      return super.teardown(leavingPage);
     }
 
     retry(url, seconds, state, message) {
-      if (this.stopped) return;
-      this.teardown(false);
-      const gen = this.generation;
-      this.setState(state, message);
-      this.retryTimer = setTimeout(() => {
-        if (gen === this.generation && !this.stopped) this.connect(url);
-      }, Math.max(0, seconds) * 1000);
-    }
-
-    backoffSeconds() {
-      const base = Math.min(MAX_BACKOFF_S, Math.pow(2, this.attempts));
-      this.attempts += 1;
-      return base * (0.75 + Math.random() * 0.5);
+      this.retryIn(seconds, state, message, () => this.connect(url));
     }
 
     async connect(url) {
@@ -105,20 +68,11 @@
         if (played && played.catch) played.catch(() => undefined);
       };
       pc.onconnectionstatechange = () => this.connectionChanged(gen, url);
-      this.trickler = new W.Trickler(pc, this.headers());
 
-      let response;
-      let offerSdp;
+      let posted;
       try {
-        await pc.setLocalDescription(await pc.createOffer());
-        await W.gatheringDone(pc, GATHER_MS);
-        if (stale()) return;
-        offerSdp = pc.localDescription.sdp;
-        response = await fetch(url, {
-          method: "POST",
-          headers: this.headers({ "Content-Type": W.SDP }),
-          body: offerSdp,
-        });
+        posted = await this.postOffer(pc, url, GATHER_MS, stale);
+        if (!posted) return;
       } catch (err) {
         if (stale()) return;
         this.lastError = String(err);
@@ -127,6 +81,8 @@
         return;
       }
       if (stale()) return;
+      const response = posted.response;
+      this.needsToken = response.status === 401 || response.status === 403;
 
       if (response.status === 409) {
         // No live publisher yet (section 4.2): wait as long as the server asks.
@@ -142,6 +98,7 @@
           this.stopped = true;
           this.teardown(false);
           this.setState("stopped", this.lastError);
+          if (this.needsToken && this.ui.onTokenNeeded) this.ui.onTokenNeeded(response.status, this.lastError);
           return;
         }
         const wait = W.retryAfterSeconds(response.headers.get("Retry-After"), this.backoffSeconds());
@@ -149,13 +106,8 @@
         return;
       }
 
-      const location = response.headers.get("Location");
-      this.resource = location ? new URL(location, response.url).href : null;
-      this.etag = response.headers.get("ETag");
-      this.links = W.parseLinks(response.headers.get("Link"), this.resource || response.url);
-      const answer = await response.text();
       try {
-        await pc.setRemoteDescription({ type: "answer", sdp: answer });
+        await this.takeAnswer(pc, response);
       } catch (err) {
         if (stale()) return;
         this.lastError = `The server's answer was refused: ${err}`;
@@ -164,7 +116,7 @@
         return;
       }
       if (stale()) return;
-      if (this.resource) this.trickler.start(offerSdp, this.resource, this.etag);
+      this.startTrickle(posted.offerSdp);
       this.setState("connecting", "Negotiated; connecting media…");
       this.subscribe(gen, url);
     }
@@ -205,10 +157,9 @@
         return;
       }
       if (gen !== this.generation || response.status !== 201) return;
-      let stream = new URL(response.headers.get("Location"), response.url);
-      // EventSource cannot send Authorization: the gateway also takes ?token=.
-      if (this.token) stream.searchParams.set("token", this.token);
-      this.eventStream = stream.href;
+      // EventSource cannot send Authorization: the event-stream URL the
+      // authorized POST returned works on its own, so no token goes into a URL.
+      this.eventStream = new URL(response.headers.get("Location"), response.url).href;
       const source = new EventSource(this.eventStream);
       this.eventSource = source;
       for (const name of names) {
@@ -293,6 +244,9 @@
     const viewers = $("viewers");
     const select = $("layer");
     const layerStatus = $("layer-status");
+    const tokenForm = $("token-form");
+    const tokenInput = $("token");
+    const storageKey = `whep-token:${stream}`;
     document.title = `${stream} · watch`;
     $("stream-name").textContent = stream;
     $("publish-link").href = `../publish/${encodeURIComponent(stream)}`;
@@ -302,12 +256,27 @@
       badge.textContent = live === null ? "…" : live ? "LIVE" : "OFFLINE";
     }
 
+    // The viewer token, sent as Bearer: ?token= in the page's URL, else the
+    // one entered here before (asked for when the stream answers 401/403).
+    let token = params.get("token");
+    if (!token) {
+      try {
+        token = window.localStorage.getItem(storageKey);
+      } catch (e) {
+        // storage may be disabled
+      }
+    }
+
     const player = new WhepPlayer({
       stream: stream,
       endpoint: W.apiUrl("whep", stream),
-      token: params.get("token"),
+      token: token,
       video: $("video"),
       ui: {
+        onTokenNeeded: () => {
+          tokenForm.hidden = false;
+          tokenInput.focus();
+        },
         onState: (state, message) => {
           status.dataset.state = state;
           status.textContent = message;
@@ -356,6 +325,19 @@
       } catch (err) {
         layerStatus.textContent = String(err);
       }
+    });
+
+    tokenForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const value = tokenInput.value.trim();
+      try {
+        window.localStorage.setItem(storageKey, value);
+      } catch (e) {
+        // storage may be disabled
+      }
+      player.token = value || null;
+      tokenForm.hidden = true;
+      player.start();
     });
 
     $("unmute").addEventListener("click", () => {

@@ -5,7 +5,6 @@
 
   const W = window.WebrtcHttp;
   const GATHER_MS = 1500;
-  const MAX_BACKOFF_S = 30;
   const SIMULCAST = [
     { rid: "h", scaleResolutionDownBy: 1 },
     { rid: "m", scaleResolutionDownBy: 2 },
@@ -14,23 +13,11 @@
 
   class WhipPublisher extends W.ResourceClient {
     constructor(options) {
-      super();
-      this.stream = options.stream;
-      this.endpoint = options.endpoint;
-      this.ui = options.ui || {};
+      super(options);
       this.preview = options.preview;
-      this.pc = null;
       this.media = null;
-      this.token = null;
       this.simulcast = false;
       this.state = "idle"; // idle | starting | connecting | live | retrying | stopped | failed
-      this.resource = null;
-      this.etag = null;
-      this.lastError = null;
-      this.attempts = 0;
-      this.generation = 0;
-      this.retryTimer = null;
-      this.trickler = null;
     }
 
     async start(token, simulcast) {
@@ -72,36 +59,8 @@
       if (this.preview) this.preview.srcObject = null;
     }
 
-    teardown(leavingPage) {
-      this.generation += 1;
-      clearTimeout(this.retryTimer);
-      if (this.trickler) this.trickler.close();
-      this.trickler = null;
-      const resource = this.resource;
-      this.resource = null;
-      const done = W.deleteResource(resource, this.headers(), leavingPage);
-      if (this.pc) {
-        this.pc.onconnectionstatechange = null;
-        this.pc.close();
-      }
-      this.pc = null;
-      return done;
-    }
-
     retry(seconds, message) {
-      if (this.stopped) return;
-      this.teardown(false);
-      const gen = this.generation;
-      this.setState("retrying", message);
-      this.retryTimer = setTimeout(() => {
-        if (gen === this.generation && !this.stopped) this.connect();
-      }, Math.max(0, seconds) * 1000);
-    }
-
-    backoffSeconds() {
-      const base = Math.min(MAX_BACKOFF_S, Math.pow(2, this.attempts));
-      this.attempts += 1;
-      return base * (0.75 + Math.random() * 0.5);
+      this.retryIn(seconds, "retrying", message, () => this.connect());
     }
 
     async connect() {
@@ -121,20 +80,11 @@
         pc.addTransceiver(track, init);
       }
       pc.onconnectionstatechange = () => this.connectionChanged(gen);
-      this.trickler = new W.Trickler(pc, this.headers());
 
-      let response;
-      let offerSdp;
+      let posted;
       try {
-        await pc.setLocalDescription(await pc.createOffer());
-        await W.gatheringDone(pc, GATHER_MS);
-        if (stale()) return;
-        offerSdp = pc.localDescription.sdp;
-        response = await fetch(this.endpoint, {
-          method: "POST",
-          headers: this.headers({ "Content-Type": W.SDP }),
-          body: offerSdp,
-        });
+        posted = await this.postOffer(pc, this.endpoint, GATHER_MS, stale);
+        if (!posted) return;
       } catch (err) {
         if (stale()) return;
         this.lastError = String(err);
@@ -143,6 +93,7 @@
         return;
       }
       if (stale()) return;
+      const response = posted.response;
 
       if (response.status !== 201) {
         this.lastError = await W.describeError(response);
@@ -160,12 +111,8 @@
         return;
       }
 
-      const location = response.headers.get("Location");
-      this.resource = location ? new URL(location, response.url).href : null;
-      this.etag = response.headers.get("ETag");
-      const answer = await response.text();
       try {
-        await pc.setRemoteDescription({ type: "answer", sdp: answer });
+        await this.takeAnswer(pc, response);
       } catch (err) {
         if (stale()) return;
         this.lastError = `The server's answer was refused: ${err}`;
@@ -176,7 +123,7 @@
         return;
       }
       if (stale()) return;
-      if (this.resource) this.trickler.start(offerSdp, this.resource, this.etag);
+      this.startTrickle(posted.offerSdp);
       this.setState("connecting", "Negotiated; connecting media…");
     }
 
