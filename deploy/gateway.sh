@@ -96,6 +96,10 @@ case "$mode" in
     silence_stock_janus
     ensure_node
     ensure_venv "[test]"
+    # The npm players of tests/browser/test_players.py, installed and bundled into
+    # /var/cache/whip-gateway/npm-players while the registry is reachable (the
+    # tests run in a network namespace without it); without them those tests skip.
+    .venv/bin/python -m tests.browser.npm_players >/dev/null || echo "note: no npm players; their tests will be skipped" >&2
     # A newer Janus (Debian sid, 1.4.x) in a chroot, for the tests that compare
     # versions; without it those tests are skipped, not failed.
     "$here/deploy/janus-sid.sh" >/dev/null || echo "note: no Janus 1.4 chroot; its tests will be skipped" >&2
