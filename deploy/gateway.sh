@@ -103,6 +103,8 @@ case "$mode" in
     # A newer Janus (Debian sid, 1.4.x) in a chroot, for the tests that compare
     # versions; without it those tests are skipped, not failed.
     "$here/deploy/janus-sid.sh" >/dev/null || echo "note: no Janus 1.4 chroot; its tests will be skipped" >&2
+    # Debian 13/sid's simple-whip-client (Debian 12's aborts at start), in a copy of that chroot.
+    "$here/deploy/whip-client-sid.sh" >/dev/null || echo "note: no sid simple-whip-client; its test will be skipped" >&2
     exec .venv/bin/python -m pytest "$@"
     ;;
   *)

@@ -9,22 +9,32 @@ libsoup aborts the process ("libsoup2 symbols detected").  Debian 12 has no
 other GStreamer WHIP publisher (no ``whipsink``/``whipclientsink``: the Rust
 plugins are not packaged).  Hence a strict xfail wherever that library clash
 is present; where it is not, the test must pass.
+
+Debian 13 (trixie) and sid ship a newer client (0.0~git20240308) built
+against libsoup 3.  ``deploy/whip-client-sid.sh`` installs sid's into a
+chroot, and the second test publishes with it, unchanged, and has a viewer
+decode the stream: that is the GStreamer path for users on Debian 13 or
+later (or in such a chroot on Debian 12).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 
 import httpx
 import pytest
 
+from gateway.clients.whep import play
 from tests.conftest import GatewayFactory
 from tests.integration.test_gstreamer import (
     AUDIO_OPUS, KEY, VIDEO_VP8, WHIP_CLIENT, WhipClientProcess, _soup_clash,
 )
 from tests.integration.test_whip import stream_state, wait_stream
+
+SID_CHROOT = os.environ.get("WHIP_GATEWAY_WHIP_CLIENT_SID", "/var/cache/whip-gateway/whip-client-sid")
 
 pytestmark = pytest.mark.skipif(
     not os.access(WHIP_CLIENT, os.X_OK),
@@ -65,3 +75,37 @@ async def test_stock_simple_whip_client_goes_live(
     finally:
         await client.kill()
     await wait_stream(http, gw, "stock", live=None, timeout=15)
+
+
+@pytest.mark.skipif(not os.access(f"{SID_CHROOT}/usr/bin/whip-client", os.X_OK),
+                    reason="no sid simple-whip-client chroot; run deploy/whip-client-sid.sh")
+async def test_trixie_and_sid_simple_whip_client_goes_live(
+    start_gateway: GatewayFactory, http: httpx.AsyncClient
+) -> None:
+    gw = await start_gateway(stream_keys={"trixie": KEY})
+    proc = await asyncio.create_subprocess_exec(
+        shutil.which("chroot") or "/usr/sbin/chroot", SID_CHROOT, "/usr/bin/whip-client", "-u", gw.whip("trixie"), "-t", KEY,
+        "-A", AUDIO_OPUS, "-V", VIDEO_VP8,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "GST_DEBUG": "1"})
+    try:
+        await wait_stream(http, gw, "trixie", live=True, timeout=20)
+        viewer, session, counter = await play(gw.whep("trixie"))
+        try:
+            deadline = asyncio.get_running_loop().time() + 20
+            while counter.video_frames < 30:
+                assert asyncio.get_running_loop().time() < deadline, counter.video_frames
+                await asyncio.sleep(0.2)
+            assert (counter.width, counter.height) == (320, 240)
+        finally:
+            await session.delete()
+            await viewer.close()
+            await session.aclose()
+        proc.send_signal(signal.SIGINT)  # the client DELETEs its resource on SIGINT
+        await asyncio.wait_for(proc.wait(), 15)
+        await wait_stream(http, gw, "trixie", live=None, timeout=5)
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
