@@ -3,7 +3,7 @@
 The muxer offers ``a=setup:passive``, so Janus is the DTLS client and
 FFmpeg the DTLS server.  PyAV's FFmpeg is built with GnuTLS.  With the
 muxer's own self-signed certificate the handshake fails against Janus 1.1.2
-(Janus logs ``Handshake error: ... wrong curve``), which the xfail below
+and 1.4 (Janus logs ``Handshake error: ... wrong curve``), which the xfail below
 keeps on record; the README's FFmpeg section explains why and names the
 upstream code.  Giving the muxer a P-256 certificate of our own
 (``cert_file``/``key_file``, made with ``openssl``) is what a user can do
@@ -21,17 +21,24 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from gateway.clients.whep import play
-from tests.conftest import RunningGateway
+from tests.conftest import GatewayFactory, RunningGateway
 from tests.integration.test_whip import wait_stream
 
 av = pytest.importorskip("av")
 
 HANDSHAKE_SECONDS = 20.0
+
+
+@pytest.fixture(params=["janus-1.1.2", "janus-1.4"])
+def janus_node(request: pytest.FixtureRequest) -> Any:
+    """Both Janus versions: the DTLS group restriction is the same in 1.1.2 and 1.4.1."""
+    return request.getfixturevalue("janus" if request.param == "janus-1.1.2" else "janus_new")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -88,18 +95,19 @@ async def test_ffmpeg_whip_muxer_with_its_default_certificate(
     finally:
         stderr = await finish(proc)
         await wait_stream(http, gateway, "ffmpeg", live=None, timeout=15)
-    print(stderr[-3000:])
     if first != "connected" and "failed:" in stderr:
         raise HandshakeFailed(stderr.strip().splitlines()[-1])
     assert first == "connected", stderr[-2000:]
 
 
 async def test_ffmpeg_whip_muxer_with_a_p256_certificate(
-    gateway: RunningGateway, http: httpx.AsyncClient, tmp_path: Path
+    start_gateway: GatewayFactory, http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
+    """The README's FFmpeg recipe: own P-256 certificate, stream key as ``authorization``."""
+    gateway = await start_gateway(stream_keys={"ffmpeg": "s3cret"})
     cert, key = p256_certificate(tmp_path)
-    proc = await start_muxer(gateway.whip("ffmpeg"), 12,
-                             {"cert_file": str(cert), "key_file": str(key)})
+    proc = await start_muxer(gateway.whip("ffmpeg"), 12, {
+        "cert_file": str(cert), "key_file": str(key), "authorization": "s3cret"})
     try:
         first = await handshake(proc)
         assert first == "connected", (await finish(proc))[-2000:]
