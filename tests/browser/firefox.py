@@ -108,9 +108,10 @@ def firefox_address() -> Iterator[None]:
     def ip(*args: str) -> None:
         subprocess.run(["ip", *args], check=True, capture_output=True)
 
-    ip("addr", "add", f"{FIREFOX_ADDRESS}/32", "dev", INTERFACE)
+    # "replace": a run killed half-way may have left them behind.
+    ip("addr", "replace", f"{FIREFOX_ADDRESS}/32", "dev", INTERFACE)
     try:
-        ip("route", "add", "default", "dev", INTERFACE, "src", FIREFOX_ADDRESS)
+        ip("route", "replace", "default", "dev", INTERFACE, "src", FIREFOX_ADDRESS)
         try:
             yield
         finally:
