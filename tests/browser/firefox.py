@@ -82,6 +82,14 @@ PREFS: dict[str, Any] = {
     "extensions.getAddons.cache.enabled": False,
     "extensions.systemAddon.update.enabled": False,
     "services.settings.server": "",
+    "messaging-system.rsexperimentloader.enabled": False,
+    "nimbus.rollouts.enabled": False,
+    "network.trr.mode": 5,
+    "browser.region.network.url": "",
+    "geo.provider.network.url": "",
+    "browser.discovery.enabled": False,
+    "datareporting.usage.uploadEnabled": False,
+    "toolkit.telemetry.reportingpolicy.firstRun": False,
     "remote.prefs.recommended": True,
 }
 

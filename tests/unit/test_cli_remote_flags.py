@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import _serve_overrides, build_parser, main
-from gateway.config import SettingsError, load_settings
+from gateway.config import Settings, SettingsError, load_settings
 from gateway.janus.process import JanusProcessConfig, write_configs
 
 
-def settings_from(*argv: str):  # type: ignore[no-untyped-def]
+def settings_from(*argv: str) -> Settings:
     args = build_parser().parse_args(["serve", *argv])
     return load_settings(None, **_serve_overrides(args))
 
