@@ -17,7 +17,7 @@ temporary folder whose ``user.js``:
 Firefox's ICE agent (nICEr) differs from Chromium's in two ways that
 matter in the test namespace: it treats every 127/8 address as loopback,
 whatever the interface, and it gathers nothing at all when it cannot find a
-default route.  So while a Firefox runs, ``firefox_address`` puts a second
+default route.  So while a Firefox runs, ``non_loopback_address`` puts a second
 address on ``v0``, from the benchmarking range 198.18.0.0/15 (RFC 2544), and
 a default route through ``v0`` with that source.  Both live in the test's
 own network namespace: ``v0``'s peer ``v1`` is in it too, so no packet can
@@ -105,11 +105,11 @@ def _user_js(prefs: dict[str, Any]) -> str:
     return "".join(f'user_pref("{k}", {value(v)});\n' for k, v in prefs.items())
 
 
-FIREFOX_ADDRESS = "198.18.0.2"
+NON_LOOPBACK_ADDRESS = "198.18.0.2"
 
 
 @contextlib.contextmanager
-def firefox_address() -> Iterator[None]:
+def non_loopback_address() -> Iterator[None]:
     """A non-loopback address and a default route on ``v0`` while Firefox runs."""
     from tests.sandbox import INTERFACE
 
@@ -117,15 +117,15 @@ def firefox_address() -> Iterator[None]:
         subprocess.run(["ip", *args], check=True, capture_output=True)
 
     # "replace": a run killed half-way may have left them behind.
-    ip("addr", "replace", f"{FIREFOX_ADDRESS}/32", "dev", INTERFACE)
+    ip("addr", "replace", f"{NON_LOOPBACK_ADDRESS}/32", "dev", INTERFACE)
     try:
-        ip("route", "replace", "default", "dev", INTERFACE, "src", FIREFOX_ADDRESS)
+        ip("route", "replace", "default", "dev", INTERFACE, "src", NON_LOOPBACK_ADDRESS)
         try:
             yield
         finally:
             ip("route", "del", "default", "dev", INTERFACE)
     finally:
-        ip("addr", "del", f"{FIREFOX_ADDRESS}/32", "dev", INTERFACE)
+        ip("addr", "del", f"{NON_LOOPBACK_ADDRESS}/32", "dev", INTERFACE)
 
 
 class Firefox:

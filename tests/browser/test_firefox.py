@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator
 import httpx
 import pytest
 
-from tests.browser.firefox import FIREFOX, Firefox, firefox_address
+from tests.browser.firefox import FIREFOX, Firefox, non_loopback_address
 from tests.browser.test_pages import (  # noqa: F401  (chromium is a fixture)
     CHROMIUM, DIAGNOSE_JS, STATS_JS, Browser, _in_private_netns, chromium, start_page_publisher, stop_player,
     until, wait_frames, wait_publisher_live, wait_viewers,
@@ -44,7 +44,7 @@ THIRTY_FRAMES = ("const done = arguments[arguments.length - 1];"
 
 @pytest.fixture
 async def firefox() -> AsyncIterator[Firefox]:
-    with firefox_address():
+    with non_loopback_address():
         browser = await asyncio.to_thread(Firefox)
         try:
             yield browser

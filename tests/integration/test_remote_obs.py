@@ -182,3 +182,34 @@ async def test_the_readme_curl_block_runs(
     assert f"session={served}/whip/live/" in done.stdout
     assert '"live"' in done.stdout  # /api/streams listed it before the DELETE
     await live(https, served, "live", None)
+
+
+async def test_a_browser_on_another_address_publishes_over_https(
+    served: str, https: httpx.AsyncClient
+) -> None:
+    """The camera page from a non-loopback address: a secure context only over
+    HTTPS.  Chromium (the user clicked through the self-signed warning) opens
+    /publish/live on the gateway's second address, enters the key, goes live."""
+    playwright_api = pytest.importorskip("playwright.async_api")
+    from tests.browser.firefox import NON_LOOPBACK_ADDRESS, non_loopback_address
+    from tests.browser.test_pages import CHROMIUM, CHROMIUM_ARGS
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    port = served.rsplit(":", 1)[1]
+    with non_loopback_address():  # 198.18.0.2 on v0: not a local address to a browser
+        async with playwright_api.async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                context = await browser.new_context(ignore_https_errors=True)
+                page = await context.new_page()
+                await page.goto(f"https://{NON_LOOPBACK_ADDRESS}:{port}/publish/live")
+                assert await page.evaluate("window.isSecureContext && !!navigator.mediaDevices")
+                await page.fill("#key", KEY)
+                await page.click("#start")
+                await page.wait_for_function("window.publisher.state === 'live'", timeout=20000)
+                await live(https, served, "live", True)
+                await page.click("#stop")
+                await live(https, served, "live", None)
+            finally:
+                await browser.close()
