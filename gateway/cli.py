@@ -56,6 +56,10 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "public_url": args.public_url,
         "janus": [_janus_node(u) for u in args.janus] if args.janus else None,
         "janus_ice_enforce_list": args.janus_interface,
+        "janus_nat_1_1_mapping": args.janus_nat_1_1,
+        "janus_rtp_port_range": args.janus_rtp_ports,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
         "stream_keys": _pairs(args.stream_key, "--stream-key"),
         "viewer_keys": _pairs(args.viewer_key, "--viewer-key"),
         "ice_servers": [_ice_server(v) for v in args.ice_server] if args.ice_server else None,
@@ -84,10 +88,13 @@ def serve(args: argparse.Namespace) -> int:
             "no stream keys configured: anyone who can reach the gateway may publish"
         )
     app = create_app(settings, backend)
-    where = f"http://{settings.host}:{settings.port}"
+    scheme = "https" if settings.tls_cert else "http"
+    where = f"{scheme}://{settings.host}:{settings.port}"
     logging.getLogger("gateway").info("WHIP endpoint: %s/whip/<stream>", settings.public_url or where)
+    tls = ({"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
+           if settings.tls_cert else {})
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level, **SERVER_OPTIONS)
+                            log_level=settings.log_level, **tls, **SERVER_OPTIONS)
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
@@ -331,7 +338,7 @@ def play_command(args: argparse.Namespace) -> int:
 
 # Commands that run an aiortc peer: ``serve`` never imports aiortc, so it is an
 # optional extra (``[clients]``) and these say so when it is missing.
-CLIENT_COMMANDS = frozenset({"publish", "play"})
+CLIENT_COMMANDS = frozenset({"publish", "play", "offer"})
 
 
 def _add_client_commands(commands: Any) -> None:
@@ -370,6 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Janus HTTP API URL (repeat for several nodes); none: start a local Janus")
     s.add_argument("--janus-interface", metavar="IFACES",
                    help="managed Janus: gather ICE candidates only on these interfaces")
+    s.add_argument("--janus-nat-1-1", metavar="IP",
+                   help="managed Janus behind 1:1 NAT: the public IP to put in its candidates")
+    s.add_argument("--janus-rtp-ports", metavar="MIN-MAX",
+                   help="managed Janus: UDP ports for media (default 20000-40000); open them "
+                   "in the firewall for publishers and viewers on other machines")
+    s.add_argument("--tls-cert", type=Path, metavar="PEM",
+                   help="serve HTTPS with this certificate (chain); needs --tls-key")
+    s.add_argument("--tls-key", type=Path, metavar="PEM", help="private key for --tls-cert")
     s.add_argument("--stream-key", action="append", metavar="STREAM=KEY",
                    help='publish key for a stream ("*" for every stream); repeatable')
     s.add_argument("--ice-server", action="append", metavar="URL[,USER,CREDENTIAL]",
@@ -379,6 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help='viewer token for a stream ("*" for every stream); repeatable')
     s.set_defaults(run=serve)
 
+    o = commands.add_parser("offer", help="print an SDP offer (Opus + H.264 or VP8), "
+                            "for trying a WHIP or WHEP endpoint with curl")
+    o.add_argument("--viewer", action="store_true", help="a recvonly offer, for WHEP")
+    o.add_argument("--codec", choices=sorted(_CODECS), default="h264", help="video codec (default h264)")
+    o.add_argument("--no-audio", action="store_true", help="video only")
+    o.set_defaults(run=offer_command)
+
     t = commands.add_parser("viewer-token", help="mint a signed viewer token (JWT)")
     t.add_argument("stream", help='the stream it opens ("*" for every stream)')
     t.add_argument("--ttl", type=float, default=3600, help="seconds it stays valid (default 3600)")
@@ -387,6 +409,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_client_commands(commands)
     return parser
+
+
+async def _offer(codec: str, audio: bool, viewer: bool = False) -> str:
+    from aiortc import RTCPeerConnection
+
+    from gateway.clients.media import TestPatternTrack, ToneTrack
+    from gateway.clients.whip import prefer_codec
+
+    pc = RTCPeerConnection()
+    try:
+        if viewer:  # WHEP: receive only
+            if audio:
+                pc.addTransceiver("audio", direction="recvonly")
+            pc.addTransceiver("video", direction="recvonly")
+        else:
+            if audio:
+                pc.addTransceiver(ToneTrack(), direction="sendonly")
+            pc.addTransceiver(TestPatternTrack(), direction="sendonly")
+        prefer_codec(pc, "video", codec)
+        # aiortc gathers every candidate before it returns: the offer is complete.
+        await pc.setLocalDescription(await pc.createOffer())
+        return pc.localDescription.sdp
+    finally:
+        await pc.close()
+
+
+def offer_command(args: argparse.Namespace) -> int:
+    """Print an offer a curl user can POST.  Nothing answers it, so no media
+    flows; it shows the HTTP side (201, Location, ETag, the SDP answer)."""
+    sys.stdout.write(asyncio.run(_offer(_CODECS[args.codec], not args.no_audio, args.viewer)))
+    return 0
 
 
 def viewer_token(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ can print it instead of a traceback.
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -91,7 +92,9 @@ class Settings(BaseSettings):
     janus_separate_egress: bool = Field(
         True, description="managed mode: a second, ICE-lite Janus serves the viewers"
     )
-    janus_nat_1_1_mapping: str | None = None
+    janus_nat_1_1_mapping: str | None = Field(
+        None, description="managed Janus behind 1:1 NAT: the public IP it advertises in candidates"
+    )
     janus_stun_server: str | None = Field(None, description="host:port for the managed Janus")
     janus_rtp_port_range: str = Field("20000-40000", pattern=r"^\d+-\d+$")
     janus_debug_level: int = Field(4, ge=0, le=7)
@@ -152,6 +155,11 @@ class Settings(BaseSettings):
     rate_limit_per_stream: str | None = Field(
         "6000/minute", description="POST/PATCH/DELETE per stream (a webinar's joins fit)"
     )
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate (chain): serve HTTPS; browsers need it for "
+        "/publish/<stream> from another machine (camera access needs a secure context)",
+    )
+    tls_key: Path | None = Field(None, description="PEM private key for tls_cert")
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
     instance_name: str = Field(
         "whip-gateway", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
@@ -168,6 +176,33 @@ class Settings(BaseSettings):
                 raise ValueError(f"{value!r} is not an http(s) URL")
             return value.rstrip("/")
         return value
+
+    @field_validator("janus_nat_1_1_mapping")
+    @classmethod
+    def _nat_ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address") from None
+        return value
+
+    @field_validator("janus_rtp_port_range")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        low, high = (int(p) for p in value.split("-"))
+        if not 1024 <= low < high <= 65535:
+            raise ValueError(f"{value!r}: want MIN-MAX with 1024 <= MIN < MAX <= 65535")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> "Settings":
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{str(path)!r} is not a readable file")
+        return self
 
     @field_validator("stream_keys", "viewer_keys")
     @classmethod
