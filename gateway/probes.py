@@ -44,7 +44,7 @@ HOOKS: dict[str, str] = {
     "ingest.check_offer": "span: a publisher offer's checks (Ingest._check_offer)",
     "egress.view": "span: a WHEP POST in the egress (Egress.view)",
     "egress.variant": "span: getting a viewer's mountpoint variant, lock wait included",
-    "janus.request": "span: one Janus API POST until its reply (JanusClient.post); args (client, path, body)",
+    "janus.request": "span: one Janus API POST until its reply (JanusClient.post): (client, path, body)",
     "janus.message": "span: an asynchronous plugin request until its event (JanusHandle.message)",
     "janus.event": "point (event): the long-poll pump hands an event on (JanusSession._dispatch)",
     "janus.session_lost": "point (session_id): a Janus session was given up",
