@@ -203,10 +203,10 @@ def install_heap_probe(out_dir: Path) -> None:
     """tracemalloc from now on; on SIGUSR2, a snapshot and the counts (see the docstring)."""
     import tracemalloc
 
+    tracemalloc.start(int(os.environ.get("WHIP_SOAK_TRACE_FRAMES", "12")))
     wanted = session_types()  # fails here, loudly, if a class moved
     holders = os.environ.get("WHIP_SOAK_REFERRERS", "").split(",") if os.environ.get(
         "WHIP_SOAK_REFERRERS") else wanted[:1]
-    tracemalloc.start(int(os.environ.get("WHIP_SOAK_TRACE_FRAMES", "12")))
     dumps = 0
 
     def dump(_signum: int, _frame: Any) -> None:
