@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import secrets
@@ -82,19 +83,12 @@ async def offer_pool(count: int, direction: str) -> list[Offer]:
 
 
 async def wait_connected(pc: Any, timeout: float) -> bool:
-    done = asyncio.Event()
+    """Whether an aiortc peer got connected within ``timeout`` (the tests' wait, as a bool)."""
+    from tests.publishers import wait_connected as settled
 
-    @pc.on("connectionstatechange")
-    def _changed() -> None:
-        if pc.connectionState in ("connected", "failed", "closed"):
-            done.set()
-
-    if pc.connectionState != "connected":
-        try:
-            await asyncio.wait_for(done.wait(), timeout)
-        except TimeoutError:
-            return False
-    return pc.connectionState == "connected"
+    with contextlib.suppress(TimeoutError, AssertionError):
+        await settled(pc, timeout)
+    return bool(pc.connectionState == "connected")
 
 
 def trickle_fragment(ufrag: str, pwd: str, candidate: str, mids: tuple[str, ...]) -> str:
