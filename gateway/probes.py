@@ -15,7 +15,9 @@ Two kinds of hook:
   args and reads the clock itself.
 
 With no listener for its name, a hook only looks the name up in a dict and
-returns: tens of nanoseconds (``tests/unit/test_probes.py`` says how much).
+returns: measured here, tens of nanoseconds more than an empty call for a
+point, one to four hundred for a span (``pytest -s tests/unit/test_probes.py``
+prints it), against milliseconds of CPU per WHIP or WHEP POST.
 The gateway never depends on a listener; a listener that raises is the
 listener's bug and is not caught (probes run in benches, not production).
 
