@@ -1,12 +1,13 @@
-"""What the benches in bench/ share: the gateway process, /proc, Janus's admin API.
+"""What the benches in bench/ share: the gateway process, /proc, the run's frame.
 
 whip_setup.py, whep_ttff.py and soak.py all start ``whip-gateway serve`` as
 a process of its own, wait for ``/healthz``, read CPU and memory of it and
-of Janus from /proc, ask Janus's admin API what is left, describe the
-machine, and run capped in time inside a private network namespace.  These
-pieces live here once, so that a fix (say, to how the gateway is stopped or
-how a leak is counted) reaches every bench; what a bench measures, and how it
-reports it, stays in its own file.
+of Janus from /proc, describe the machine, and run capped in time inside a
+private network namespace.  These pieces live here once, so that a fix (say,
+to how the gateway is stopped) reaches every bench; what a bench measures,
+and how it reports it, stays in its own files.  Talking to Janus without the
+gateway (admin API, baseline clients) is in janus_direct.py; listening
+inside the gateway is in probes.py.
 
 Importing this module puts the repository on ``sys.path`` (the benches run
 as scripts from bench/, and ``gateway`` lives one level up).
@@ -18,7 +19,6 @@ import asyncio
 import json
 import os
 import platform
-import secrets
 import shutil
 import signal
 import subprocess
@@ -236,6 +236,26 @@ def apply_env_items(env: dict[str, str], items: Iterable[str] | None,
         env[key] = value + os.pathsep + env[key] if key in prepend and key in env else value
 
 
+def start_on_janus(cfg: Any, port: int, log_path: Path, *, log_level: str | None = None,
+                   extra_env: Iterable[str] | None = None, settings: Mapping[str, str] | None = None,
+                   wrapper: Iterable[str] = (), **probes: Path | None) -> GatewayProcess:
+    """``whip-gateway serve`` on one bench-managed Janus (a ``JanusProcessConfig``).
+
+    Its POST rate limits are off (every request of a bench comes from
+    127.0.0.1); ``settings`` and then ``--gateway-env`` items come on top;
+    ``probes`` (records=, profile=) run it through bench/probes.py.
+    """
+    from probes import gateway_base
+
+    env = gateway_env()
+    env["WHIP_GATEWAY_JANUS"] = janus_nodes_env(cfg)
+    env.update(RATE_LIMITS_OFF)
+    env.update(settings or {})
+    apply_env_items(env, extra_env)
+    return GatewayProcess(gateway_base(env, **probes), env, log_path, port,
+                          ["--log-level", log_level] if log_level else [], wrapper)
+
+
 class GatewayProcess:
     """``<base> serve --port P …`` in a session of its own, its output in a log file.
 
@@ -294,148 +314,15 @@ class GatewayProcess:
 
 
 # --------------------------------------------------------------------------
-# Janus's admin API: what a node still holds
+# a run's processes
 
 
-class _AdminRequests:
-    """Request bodies and reply checks, shared by the sync and the async client."""
-
-    def __init__(self, url: str, secret: str, admin_key: str) -> None:
-        self.url, self.secret, self.admin_key = url, secret, admin_key
-
-    def _body(self, body: Json) -> Json:
-        return {**body, "transaction": secrets.token_hex(8), "admin_secret": self.secret}
-
-    @staticmethod
-    def _checked(body: Json, reply: Any) -> Json:
-        if reply.get("janus") == "error":
-            raise BenchError(f"admin {body['janus']}: {reply.get('error')}")
-        return dict(reply)
-
-    def _plugin_body(self, plugin: str, request: Json) -> Json:
-        return {"janus": "message_plugin", "plugin": plugin,
-                "request": {**request, "admin_key": self.admin_key}}
-
-    @staticmethod
-    def _plugin_data(plugin: str, request: Json, reply: Json) -> Json:
-        data = dict(reply.get("response") or {})
-        if "error_code" in data:
-            raise BenchError(f"{plugin} {request.get('request')}: {data}")
-        return data
-
-
-class JanusAdmin(_AdminRequests):
-    """Janus's admin API, synchronous: set-up, teardown and the leak check."""
-
-    def call(self, path: str, body: Json) -> Json:
-        body = self._body(body)
-        return self._checked(body, httpx.post(self.url + path, json=body, timeout=5).json())
-
-    def plugin(self, plugin: str, request: Json) -> Json:
-        return self._plugin_data(plugin, request, self.call("", self._plugin_body(plugin, request)))
-
-    def leftovers(self) -> Json:
-        """Sessions, the handles in them, VideoRoom rooms, Streaming mountpoints."""
-        sessions = list(self.call("", {"janus": "list_sessions"}).get("sessions", []))
-        handles = {sid: list(self.call(f"/{sid}", {"janus": "list_handles"}).get("handles", []))
-                   for sid in sessions}
-        rooms = [r.get("room") for r in self.plugin(VIDEOROOM, {"request": "list"}).get("list", [])]
-        mounts = [m.get("id") for m in self.plugin(STREAMING, {"request": "list"}).get("list", [])]
-        return {"sessions": len(sessions), "handles": sum(len(h) for h in handles.values()),
-                "rooms": len(rooms), "mountpoints": len(mounts),
-                "detail": {"handles": {str(k): v for k, v in handles.items()},
-                           "rooms": rooms, "mountpoints": mounts}}
-
-
-class AsyncJanusAdmin(_AdminRequests):
-    """Janus's admin API on a shared AsyncClient: for looking while a run goes on."""
-
-    def __init__(self, http: httpx.AsyncClient, url: str, secret: str, admin_key: str) -> None:
-        super().__init__(url, secret, admin_key)
-        self.http = http
-
-    async def call(self, path: str, body: Json) -> Json:
-        body = self._body(body)
-        return self._checked(body, (await self.http.post(self.url + path, json=body)).json())
-
-    async def plugin(self, plugin: str, request: Json) -> Json:
-        reply = await self.call("", self._plugin_body(plugin, request))
-        return self._plugin_data(plugin, request, reply)
-
-    async def rooms(self) -> list[Json]:
-        return list((await self.plugin(VIDEOROOM, {"request": "list"})).get("list", []))
-
-    async def mountpoints(self) -> list[Json]:
-        return list((await self.plugin(STREAMING, {"request": "list"})).get("list", []))
-
-
-# --------------------------------------------------------------------------
-# a minimal Janus HTTP client for the baselines (on purpose not gateway.janus.client)
-
-
-class RawJanus:
-    """One Janus session, one long-poll task dispatching events by transaction.
-
-    The benches' "same work without the gateway" side: raw HTTP, nothing of
-    the gateway's own client, so a gateway bug or cost does not show on both.
-    """
-
-    def __init__(self, url: str, timeout: float, keepalive: int, keepalive_expiry: float) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=keepalive,
-                                keepalive_expiry=keepalive_expiry))
-        self.session = 0
-        self.waiters: dict[str, asyncio.Future[Json]] = {}
-        self.poller: asyncio.Task[None] | None = None
-        self.poll_error: BaseException | None = None
-
-    async def post(self, path: str, body: Json) -> Json:
-        body.setdefault("transaction", secrets.token_hex(8))
-        reply = (await self.http.post(self.url + path, json=body)).json()
-        if reply.get("janus") == "error":
-            raise BenchError(f"{body.get('janus')}: {reply.get('error')}")
-        return dict(reply)
-
-    async def start(self) -> None:
-        self.session = int((await self.post("", {"janus": "create"}))["data"]["id"])
-        self.poller = asyncio.create_task(self._poll())
-
-    async def attach(self, plugin: str) -> int:
-        reply = await self.post(f"/{self.session}", {"janus": "attach", "plugin": plugin})
-        return int(reply["data"]["id"])
-
-    async def _poll(self) -> None:
-        try:
-            while True:
-                response = await self.http.get(f"{self.url}/{self.session}",
-                                               params={"maxev": 20}, timeout=45)
-                events = response.json()
-                for event in events if isinstance(events, list) else [events]:
-                    if event.get("janus") not in ("event", "success", "error"):
-                        continue
-                    waiter = self.waiters.pop(event.get("transaction") or "", None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(event)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # surface it in the next request
-            self.poll_error = exc
-            for waiter in self.waiters.values():
-                if not waiter.done():
-                    waiter.set_exception(BenchError(f"long poll failed: {exc!r}"))
-
-    async def close(self) -> None:
-        if self.poller is not None:
-            self.poller.cancel()
-            await asyncio.gather(self.poller, return_exceptions=True)
-        try:
-            if self.session:
-                await self.post(f"/{self.session}", {"janus": "destroy"})
-        finally:
-            await self.http.aclose()
+def kill_now(gateway: GatewayProcess | None, janus: Any) -> None:
+    """SIGKILL the gateway and a ``ManagedJanus`` that still run (the hard cap's last resort)."""
+    if gateway is not None:
+        gateway.kill_now()
+    if janus is not None and janus.proc is not None and janus.proc.poll() is None:
+        janus.proc.kill()
 
 
 # --------------------------------------------------------------------------
@@ -554,6 +441,35 @@ def keep_logs(dest: Path | None, paths: Iterable[Path]) -> None:
     for path in paths:
         if path.exists():
             shutil.copy(path, dest / path.name)
+
+
+def finish_on_janus(name: str, results: Json, status: int, gateway: GatewayProcess | None,
+                    janus: Any, keep: Path | None, logs: Iterable[Path],
+                    stop_timeout: float = 10.0) -> int:
+    """The end of a run on a bench-managed Janus: stop the gateway, ask Janus what is
+    left (``results["leftovers"]``), keep the logs, stop Janus; the exit status.
+
+    The leak check comes after the gateway stopped, so that what its shutdown
+    frees does not count; not being able to look fails the run.
+    """
+    from janus_direct import leftovers_of
+
+    if gateway is not None:
+        results["gateway_exit"] = gateway.stop(stop_timeout)
+    if janus is not None:
+        if janus.running():
+            results["leftovers"] = leftovers_of(name, janus.cfg)
+            status = status or (1 if results["leftovers"] is None else 0)
+        keep_logs(keep, (janus.log_path, *logs))
+        janus.stop()
+    return status
+
+
+def at_least_one(parser: Any, args: Any, names: Iterable[str]) -> None:
+    """``parser.error`` unless each of these counts is 1 or more."""
+    for name in names:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
 
 
 def params_of(args: Any) -> Json:

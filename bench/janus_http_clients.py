@@ -6,12 +6,13 @@ once, so nearly all of the time is the client's) over one keep-alive
 connection and prints, per client, the median round trip and the CPU time
 this process spent per request:
 
-- ``httpx`` as the gateway uses it (``gateway/janus/client.py``);
+- ``httpx``, as the gateway used it until its Janus client moved to aiohttp
+  (``gateway/janus/client.py``), and as the benches' baseline clients still do;
 - ``httpx+sniffio``: the same, with ``sniffio`` importable.  httpcore calls
   ``import sniffio`` several times per request; when the package is missing
   (anyio 4.x no longer pulls it in) each call is a failed import that walks
   sys.path.  A stub module in ``sys.modules`` stands in for the package;
-- ``aiohttp``;
+- ``aiohttp``, what ``gateway/janus/client.py`` uses now;
 - ``raw``: HTTP/1.1 written and read by hand on asyncio streams (a floor).
 
 No network namespace needed: Janus on 127.0.0.1, no media.

@@ -17,7 +17,7 @@ on v0/127.0.0.2), run in alternating blocks (ABBA) so that drift and
 background noise hit both alike, and tear down (DELETE / detach + destroy)
 outside the timed part.  Afterwards Janus's admin API must show nothing left.
 
-Run as root (it makes a private network namespace, see gateway/sandbox.py):
+Run as root (it makes a private network namespace, see tests/sandbox.py):
 
     sudo .venv/bin/python bench/whip_setup.py [--sequential 200] [--concurrent 20]
         [--rounds 5] [--json out.json]
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -41,18 +40,16 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import urljoin
 
 import httpx  # (no threads at import; checked)
-from harness import (KEEPALIVE_S, RATE_LIMITS_OFF, VIDEOROOM, BenchError, CpuMeter,
-                     GatewayProcess, JanusAdmin, Json, RawJanus, aiortc_offerer, apply_env_items,
-                     enter_netns, gateway_command, gateway_env, guarded, install_hard_cap,
-                     janus_nodes_env, keep_logs, machine_busy, machine_info, machine_line,
-                     params_of, percentile, report_leftovers, run_capped, write_json)
+from harness import (KEEPALIVE_S, BenchError, CpuMeter, GatewayProcess, Json, aiortc_offerer,
+                     at_least_one, enter_netns, finish_on_janus, guarded, install_hard_cap,
+                     kill_now, machine_busy, machine_info, machine_line, params_of, percentile,
+                     report_leftovers, run_capped, start_on_janus, write_json)
+from janus_direct import DirectJanus, admin_of
+from probes import summarize
 
 from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port
 from tests.sandbox import INTERFACE
 
-# What the gateway asks of a room by default (config.Settings / ingest.IngestPolicy).
-VIDEO_CODECS = "h264,vp8,vp9,av1,h265"
-AUDIO_CODECS = "opus"
 TARGET_RATIO_P50 = 1.10
 TARGET_CONCURRENT_P95_MS = 90.0
 
@@ -89,81 +86,6 @@ async def make_offers(count: int) -> tuple[list[Any], list[str]]:
             raise RuntimeError("aiortc gathered no candidate; is v0 up?")
         offers.append(sdp)
     return pcs, offers
-
-
-# --------------------------------------------------------------------------
-# the direct baseline: a minimal Janus HTTP client, on purpose not gateway.janus.client
-
-
-class DirectJanus(RawJanus):
-    """The VideoRoom requests the gateway makes per WHIP POST, on a raw Janus session."""
-
-    def __init__(self, url: str, admin_key: str, timeout: float) -> None:
-        super().__init__(url, timeout, keepalive=64, keepalive_expiry=KEEPALIVE_S)
-        self.admin_key = admin_key
-        self.control = 0
-        # Per publish: (create room, attach, joinandconfigure POST -> ack, ack -> event).
-        self.steps: list[tuple[float, float, float, float]] = []
-
-    async def start(self) -> None:
-        await super().start()
-        self.control = await self.attach(VIDEOROOM)
-
-    async def plugin_request(self, handle: int, body: Json) -> Json:
-        reply = await self.post(f"/{self.session}/{handle}", {"janus": "message", "body": body})
-        data = (reply.get("plugindata") or {}).get("data") or {}
-        if "error_code" in data:
-            raise BenchError(f"{body.get('request')}: {data}")
-        return data
-
-    async def publish(self, offer: str, display: str) -> tuple[int, int, str]:
-        """Create room, attach, joinandconfigure: returns (handle, room, answer sdp)."""
-        if self.poll_error is not None:
-            raise BenchError(f"long poll failed: {self.poll_error!r}")
-        room = secrets.randbits(52) or 1
-        t0 = time.perf_counter()
-        await self.plugin_request(self.control, {
-            "request": "create", "room": room, "permanent": False, "publishers": 1,
-            "is_private": True, "videocodec": VIDEO_CODECS, "audiocodec": AUDIO_CODECS,
-            "bitrate": 0, "fir_freq": 0, "notify_joining": False, "admin_key": self.admin_key,
-        })
-        handle = 0
-        try:
-            t1 = time.perf_counter()
-            handle = await self.attach(VIDEOROOM)
-            t2 = time.perf_counter()
-            transaction = secrets.token_hex(8)
-            future: asyncio.Future[Json] = asyncio.get_running_loop().create_future()
-            self.waiters[transaction] = future
-            try:
-                ack = await self.post(f"/{self.session}/{handle}", {
-                    "janus": "message", "transaction": transaction,
-                    "body": {"request": "joinandconfigure", "ptype": "publisher", "room": room,
-                             "display": display, "audio": True, "video": True},
-                    "jsep": {"type": "offer", "sdp": offer, "trickle": True},
-                })
-                if ack.get("janus") != "ack":
-                    raise BenchError(f"joinandconfigure: expected ack, got {ack}")
-                t3 = time.perf_counter()
-                event = await asyncio.wait_for(future, self.timeout)
-                t4 = time.perf_counter()
-                self.steps.append((t1 - t0, t2 - t1, t3 - t2, t4 - t3))
-            finally:
-                self.waiters.pop(transaction, None)
-            data = (event.get("plugindata") or {}).get("data") or {}
-            jsep = event.get("jsep") or {}
-            if data.get("videoroom") != "joined" or jsep.get("type") != "answer":
-                raise BenchError(f"joinandconfigure: unexpected event {event}")
-            return handle, room, str(jsep["sdp"])
-        except BaseException:
-            await self.unpublish(handle, room)
-            raise
-
-    async def unpublish(self, handle: int, room: int) -> None:
-        if handle:
-            await self.post(f"/{self.session}/{handle}", {"janus": "detach"})
-        await self.plugin_request(self.control, {
-            "request": "destroy", "room": room, "permanent": False, "admin_key": self.admin_key})
 
 
 # --------------------------------------------------------------------------
@@ -281,19 +203,9 @@ def abba(index: int, a: Side, b: Side) -> tuple[Side, Side]:
 def start_gateway(janus: ManagedJanus, port: int, log_path: Path, wrapper: list[str],
                   log_level: str | None, timing: Path | None = None,
                   extra_env: list[str] | None = None) -> GatewayProcess:
-    """``whip-gateway serve`` on the bench's Janus; with --gateway-timing, through probes."""
-    env = gateway_env()
-    env["WHIP_GATEWAY_JANUS"] = janus_nodes_env(janus.cfg)
-    env.update(RATE_LIMITS_OFF)
-    apply_env_items(env, extra_env)
-    base = gateway_command()
-    if timing is not None:
-        env["WHIP_BENCH_TIMING"] = str(timing)
-    if timing is not None or any(k.startswith("WHIP_BENCH_") for k in env):
-        # The same CLI, with probes and/or experiments (bench/gateway_timing.py).
-        base = [sys.executable, str(Path(__file__).with_name("gateway_timing.py"))]
-    return GatewayProcess(base, env, log_path, port,
-                          ["--log-level", log_level] if log_level else [], wrapper)
+    """``whip-gateway serve`` on the bench's Janus; with --gateway-timing, through bench/probes.py."""
+    return start_on_janus(janus.cfg, port, log_path, log_level=log_level, extra_env=extra_env,
+                          wrapper=wrapper, records=timing)
 
 
 def start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -430,7 +342,7 @@ async def measure(args: argparse.Namespace, janus: ManagedJanus, gateway: Gatewa
         }
         # With the gateway still up: only its session and its 2 control
         # handles, plus ours (1 control handle), may remain, and no room.
-        admin = JanusAdmin(cfg.admin_url, cfg.admin_secret, cfg.plugin_admin_key)
+        admin = admin_of(cfg)
         results["leftovers_during"] = await asyncio.to_thread(admin.leftovers)
         for side in (gw, dr):
             results[side.name] = {
@@ -474,16 +386,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="sample the gateway with py-spy (found on PATH or beside python) "
                              "during the timed part; collapsed stacks (raw format) go to FILE")
     parser.add_argument("--gateway-timing", type=Path, metavar="FILE",
-                        help="run the gateway with timing probes (bench/gateway_timing.py), "
+                        help="run the gateway with timing probes (bench/probes.py), "
                              "write per-POST stage times to FILE and print their medians")
     parser.add_argument("--gateway-env", action="append", metavar="KEY=VALUE",
                         help="extra environment for the gateway only (PYTHONPATH is prepended), "
                              "e.g. to try it with other packages; repeatable")
     parser.add_argument("--keep-logs", type=Path, help="copy the gateway and Janus logs here")
     args = parser.parse_args(argv)
-    for name in ("sequential", "concurrent", "rounds", "offers", "block"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1")
+    at_least_one(parser, args, ("sequential", "concurrent", "rounds", "offers", "block"))
     return args
 
 
@@ -496,13 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     gateway: GatewayProcess | None = None
     workdir = Path(tempfile.mkdtemp(prefix="whip-bench-"))
 
-    def kill_children() -> None:
-        if gateway is not None:
-            gateway.kill_now()
-        if janus is not None and janus.proc is not None and janus.proc.poll() is None:
-            janus.proc.kill()
-
-    install_hard_cap("whip_setup", args.max_seconds + 60, kill_children)
+    install_hard_cap("whip_setup", args.max_seconds + 60, lambda: kill_now(gateway, janus))
     results: Json = {"params": params_of(args)}
     started = time.perf_counter()
 
@@ -530,19 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         status, _ = guarded("whip_setup", run, args.max_seconds,
                             lambda: gateway.log_tail() if gateway is not None else "")
     finally:
-        if gateway is not None:
-            results["gateway_exit"] = gateway.stop()
-        if janus is not None:
-            if janus.running():
-                try:
-                    cfg = janus.cfg
-                    results["leftovers"] = JanusAdmin(
-                        cfg.admin_url, cfg.admin_secret, cfg.plugin_admin_key).leftovers()
-                except Exception as exc:
-                    print(f"whip_setup: leak check failed: {exc!r}", file=sys.stderr)
-                    status = status or 1
-            keep_logs(args.keep_logs, (janus.log_path, workdir / "gateway.log"))
-            janus.stop()
+        status = finish_on_janus("whip_setup", results, status, gateway, janus, args.keep_logs,
+                                 (workdir / "gateway.log",))
         shutil.rmtree(workdir, ignore_errors=True)
         signal.alarm(0)
 
@@ -562,8 +455,6 @@ def main(argv: list[str] | None = None) -> int:
         print(report(results))
         during = results.get("leftovers_during", {})
         if args.gateway_timing and args.gateway_timing.exists():
-            from gateway_timing import summarize  # bench/ is on sys.path as the script's folder
-
             print()
             print(summarize(args.gateway_timing, g["sequential"]["p50_ms"]))
         print(f"while running: {during.get('sessions')} Janus sessions, {during.get('handles')} "

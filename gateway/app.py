@@ -16,6 +16,7 @@ from starlette.routing import Route
 from gateway.http import whep
 from gateway.http import whip
 from gateway.http import pages
+from gateway import probes
 from gateway.core.auth import StreamKeys, ViewerTokens
 from gateway.config import Settings
 from gateway.core.egress import Egress, EgressPolicy
@@ -116,6 +117,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             Route("/healthz", health),
         ],
         middleware=[
+            Middleware(probes.AsgiHooks),
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.core import layers
+from gateway import probes
 from gateway.sdp import model as sdp
 from gateway.sdp import bridge as sdp_bridge
 from gateway.sdp import formats as sdp_formats
@@ -118,6 +119,7 @@ class Egress:
         publisher = self.ingest.registry.publisher_of(stream)
         return publisher is not None and publisher.state is PublisherState.LIVE
 
+    @probes.timed("egress.view")
     async def view(self, stream: str, offer_text: str) -> ViewerSession:
         """A standard WHEP POST: the viewer's offer in, our answer out (201)."""
         try:
@@ -357,6 +359,7 @@ class Egress:
             self._egress[(stream, node.name)] = egress
         return egress
 
+    @probes.timed("egress.variant")
     async def _variant(self, egress: StreamEgress, key: VariantKey,
                        publisher: PublisherSession) -> Variant:
         async with egress.lock:

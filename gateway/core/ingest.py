@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gateway.sdp import model as sdp
+from gateway import probes
 from gateway.sdp.formats import room_h264_profile
 from gateway.core.auth import StreamKeys
 from gateway.errors import (
@@ -170,6 +171,7 @@ class Ingest:
 
     # -- internals --------------------------------------------------------
 
+    @probes.timed("ingest.check_offer")
     def _check_offer(self, offer: sdp.SessionDescription) -> None:
         """RFC 9725 sections 4.2 and 4.4: what a publish offer may carry."""
         check_port_counts(offer)

@@ -13,6 +13,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 
 from gateway.config import STREAM_NAME_PATTERN, IceServer
+from gateway import probes
 from gateway.errors import (
     BodyTooLarge,
     MalformedBody,
@@ -38,6 +39,7 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
+@probes.timed("http.read_body")
 async def read_text(request: Request, *, expected: tuple[str, ...]) -> str:
     """The body as UTF-8 text, if its Content-Type is one of ``expected``.
 

@@ -29,6 +29,8 @@ from typing import Any, Callable
 
 import aiohttp
 
+from gateway import probes
+
 log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
@@ -109,6 +111,7 @@ class JanusClient:
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             raise JanusUnreachable(f"{self.url}/info: {exc!r}") from exc
 
+    @probes.timed("janus.request")
     async def post(self, path: str, body: Json) -> Json:
         """One Janus API request; returns the reply or raises a typed error."""
         body = {**body, "transaction": body.get("transaction") or _transaction()}
@@ -243,6 +246,7 @@ class JanusSession:
                 self._dispatch(event)
 
     def _dispatch(self, event: Json) -> None:
+        probes.emit("janus.event", event)
         kind = event.get("janus")
         if kind in ("keepalive", "ack"):
             return
@@ -265,6 +269,7 @@ class JanusSession:
         if self.lost.is_set():
             return
         self.lost.set()
+        probes.emit("janus.session_lost", self.id)
         for future in self._waiters.values():
             if not future.done():
                 future.set_exception(JanusSessionLost(f"session {self.id} is gone"))
@@ -290,6 +295,7 @@ class JanusHandle:
         reply = await self._post({"janus": "message", "body": body})
         return self._plugin_data(reply)
 
+    @probes.timed("janus.message")
     async def message(self, body: Json, jsep: Json | None = None, *, timeout: float = 6.0) -> PluginEvent:
         """An asynchronous plugin request: wait for the event with our transaction."""
         transaction = _transaction()

@@ -27,6 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from gateway.sdp import model as sdp
+from gateway import probes
 from gateway.sdp.formats import offered_fmtp
 from gateway.sdp.model import Codec, Line, MediaSection, SessionDescription
 
@@ -255,6 +256,7 @@ def _has_anywhere(offer: SessionDescription, name: str) -> bool:
 # -- choose_codecs -------------------------------------------------------------
 
 
+@probes.timed("sdp.choose_codecs")
 def choose_codecs(viewer_offer: str, available: list[tuple[str, str, str | None]]) -> dict[str, CodecChoice]:
     """For each kind the stream carries, the viewer's matching codec.
 
@@ -471,6 +473,7 @@ def _pair_media(janus: SessionDescription, viewer: SessionDescription) -> dict[i
     return pairs
 
 
+@probes.timed("sdp.bridge")
 def bridge(janus_offer: str, viewer_offer: str) -> Bridged:
     """Write A_v (to the viewer) and A_j (to Janus) from O_j and O_v.
 

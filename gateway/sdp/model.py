@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
+from gateway import probes
+
 MAX_SDP_BYTES = 64 * 1024
 MAX_MEDIA_SECTIONS = 16
 _LINE = re.compile(r"^([a-z])=(.*)$")
@@ -282,6 +284,7 @@ def _parse_m_line(value: str) -> MediaSection:
                         port_count=int(count_text) if slash else None)
 
 
+@probes.timed("sdp.parse")
 def parse(text: str) -> SessionDescription:
     """Read a full SDP (RFC 8866).  Raises SdpError on anything we cannot trust."""
     lines = _split_lines(text, limit=MAX_SDP_BYTES)

@@ -1,0 +1,249 @@
+"""whep_ttff's report: the viewers' records and the gateway's probes, in figures.
+
+``analyse`` turns the batches (one record per viewer, times on the common
+clock) into TTFF and signalling percentiles per side, the split of a TTFF
+into its steps, and, joined by session id, the gateway's own steps from its
+probe records; ``report`` prints them with the target.
+"""
+
+from __future__ import annotations
+
+from harness import Json, machine_line, percentile
+from probes import step_sums_ms, steps_by_key
+
+TARGET_GATEWAY_TTFF_P95_MS = 150.0
+# The gateway's hooked steps in a WHEP POST (bench/probes.py keys), as the report names them.
+STEP_LABELS = {
+    "egress.view": "view", "sdp.choose_codecs": "choose_codecs", "egress.variant": "variant",
+    "janus.request:create": "mountpoint_create", "janus.request:rtp_forward": "rtp_forward",
+    "janus.request:attach": "attach", "janus.message:watch": "watch", "sdp.bridge": "bridge",
+    "janus.message:start": "start", "janus.request:watch": "post:watch",
+    "janus.request:start": "post:start",
+}
+
+
+# --------------------------------------------------------------------------
+# statistics
+
+
+def summary(ms: list[float]) -> Json:
+    return {"n": len(ms), "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95),
+            "max_ms": max(ms) if ms else float("nan"), "min_ms": min(ms) if ms else float("nan")}
+
+
+def fmt(value: float) -> str:
+    return "-" if value != value else f"{value:.0f}"  # NaN -> "-"
+
+
+# --------------------------------------------------------------------------
+# analysis and the report
+
+
+def ms(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else (b - a) * 1000
+
+
+def analyse(results: Json, probes: list[Json], lag: list[tuple[float, float]]) -> Json:
+    by_session = {p.get("session"): p for p in probes if p.get("session")}
+    out: Json = {}
+    for side in ("gateway", "native"):
+        batches = [b for b in results.get("batches", []) if b["side"] == side]
+        recs = [v for b in batches for v in b["viewers"]]
+        zero = "t_post" if side == "gateway" else "t_attach"
+        done = "t_201" if side == "gateway" else "t_offer"
+
+        def col(a: str, b: str, rows: list[Json] = recs) -> list[float]:
+            return [x for x in (ms(r.get(a), r.get(b)) for r in rows) if x is not None]
+
+        ok = [r for r in recs if r["t_frame"] is not None]
+        entry: Json = {
+            "viewers": len(recs),
+            "decoded": len(ok),
+            "errors": sorted({r["error"] for r in recs if r["error"]})[:10],
+            "signalling": summary(col(zero, done)),
+            "ttff": summary(col(zero, "t_frame", ok)),
+            "per_round_ttff_p95_ms": [percentile(col(zero, "t_frame", [v for v in b["viewers"]
+                                                                       if v["t_frame"]]), 95)
+                                      for b in batches],
+            "go_lateness": summary(col("t_go", zero)),
+            "hold_fps": summary([r["hold_frames"] / max(results["params"]["hold"], 1e-9)
+                                 for r in recs]),
+            "steps_p50_ms": {},
+            "cpu_cores_join": {k: sum(b["cpu_cores_join"][k] for b in batches) / max(len(batches), 1)
+                               for k in (batches[0]["cpu_cores_join"] if batches else {})},
+            "other_cores_join": [b["other_cores_join"] for b in batches],
+            "cpu_ms_per_viewer_join": {
+                k: sum(b["cpu_s_join"][k] for b in batches) * 1000 / max(len(recs), 1)
+                for k in (batches[0]["cpu_s_join"] if batches else {})},
+            "publisher_plis_per_batch": [len(b["publisher_plis"]) for b in batches],
+            "first_publisher_pli_ms": [b["publisher_plis"][0] * 1000 if b["publisher_plis"] else None
+                                       for b in batches],
+            "teardown_s": [b["teardown_s"] for b in batches],
+            "teardown_errors": [e for b in batches for e in b["teardown_errors"]][:10],
+        }
+        steps = [(zero, done, "signalling")]
+        if side == "gateway":
+            steps += [("t_201", "t_srd", "apply answer"), ("t_srd", "t_connected", "ICE+DTLS")]
+            entry["offer_ms"] = summary([r["offer_s"] * 1000 for r in recs if r["offer_s"]])
+        else:
+            steps += [("t_attach", "t_attached", "attach"), ("t_watch", "t_offer", "watch"),
+                      ("t_offer", "t_answer", "aiortc answer"), ("t_answer", "t_started", "start"),
+                      ("t_started", "t_connected", "ICE+DTLS")]
+        steps += [("t_ice", "t_connected", "DTLS (ICE done->connected)"),
+                  ("t_connected", "t_rtp", "connected->1st RTP"),
+                  ("t_rtp", "t_kf", "1st RTP->key frame pkt"),
+                  ("t_kf", "t_frame", "key frame pkt->decoded"),
+                  (zero, "t_connected", "start->connected"),
+                  (zero, "t_kf", "start->key frame pkt")]
+        for a, b, name in steps:
+            values = col(a, b, ok)
+            entry["steps_p50_ms"][name] = percentile(values, 50)
+            entry.setdefault("steps_p95_ms", {})[name] = percentile(values, 95)
+        entry["viewers_waiting_for_keyframe"] = sum(
+            1 for r in ok if r["t_kf"] and r["t_rtp"] and r["t_kf"] - r["t_rtp"] > 0.001)
+        entry["viewers_sending_pli"] = sum(1 for r in recs if r["plis"])
+        ready = "t_srd" if side == "gateway" else "t_answer"
+        entry["slow_connect"] = {  # a ~1 s retransmission somewhere in ICE or DTLS
+            "over_800ms": sum(1 for r in recs if r.get(ready) and r["t_connected"]
+                              and r["t_connected"] - r[ready] > 0.8),
+            "of_which_dtls": sum(1 for r in recs if r.get(ready) and r["t_connected"]
+                                 and r["t_connected"] - r[ready] > 0.8 and r.get("t_ice")
+                                 and r["t_connected"] - r["t_ice"] > 0.5),
+            "of": sum(1 for r in recs if r.get(ready) and r["t_connected"])}
+        if side == "gateway" and by_session:
+            entry["gateway_steps"] = gateway_steps(recs, by_session)
+        out[side] = entry
+    g, n = out["gateway"], out["native"]
+    out["ratio"] = {
+        "ttff_p50": g["ttff"]["p50_ms"] / n["ttff"]["p50_ms"] if n["ttff"]["n"] else float("nan"),
+        "ttff_p95": g["ttff"]["p95_ms"] / n["ttff"]["p95_ms"] if n["ttff"]["n"] else float("nan"),
+        "signalling_p50": g["signalling"]["p50_ms"] / n["signalling"]["p50_ms"]
+        if n["signalling"]["n"] else float("nan"),
+        "signalling_p95": g["signalling"]["p95_ms"] / n["signalling"]["p95_ms"]
+        if n["signalling"]["n"] else float("nan"),
+    }
+    if lag:
+        gw_batches = [b for b in results.get("batches", []) if b["side"] == "gateway"]
+        windows = [(b["go"], b["go"] + b["settle_s"]) for b in gw_batches]
+        inside = [late * 1000 for t, late in lag if any(a <= t <= z for a, z in windows)]
+        out["gateway_loop_lag_during_joins"] = {
+            "samples_over_2ms": len(inside), "max_ms": max(inside) if inside else 0.0,
+            "sum_ms_per_batch": sum(inside) / max(len(windows), 1)}
+    return out
+
+
+def gateway_steps(recs: list[Json], by_session: dict[str, Json]) -> Json:
+    """Per-step times inside the gateway, from its probes, joined by session id."""
+    rows: dict[str, list[float]] = {}
+
+    def add(name: str, value: float | None) -> None:
+        if value is not None:
+            rows.setdefault(name, []).append(value)
+
+    variant_made = []
+    for rec in recs:
+        if not rec.get("session"):
+            continue
+        probe = by_session.get(rec["session"].rsplit("/", 1)[-1])
+        if probe is None:
+            continue
+        add("POST sent -> gateway ASGI call", ms(rec["t_post"], probe["t_asgi"]))
+        add("ASGI call -> response start", ms(probe["t_asgi"], probe.get("t_response")))
+        add("response start -> 201 at viewer", ms(probe.get("t_response"), rec["t_201"]))
+        steps = {label: s for key, s in steps_by_key(probe).items()
+                 if (label := STEP_LABELS.get(key))}
+        view = steps.get("view")
+        add("ASGI call -> Egress.view", ms(probe["t_asgi"], view and view["t0"]))
+        for name in ("choose_codecs", "variant", "attach", "watch", "bridge", "start"):
+            s = steps.get(name)
+            add(name, ms(s["t0"], s["t1"]) if s else None)
+        add("sdp.parse, all in the POST", step_sums_ms(probe).get("sdp.parse"))
+        if "mountpoint_create" in steps:
+            variant_made.append({k: ms(steps[k]["t0"], steps[k]["t1"])
+                                 for k in ("variant", "mountpoint_create", "rtp_forward")
+                                 if k in steps})
+        for request in ("watch", "start"):
+            s = steps.get(f"post:{request}")
+            if s:
+                add(f"{request}: POST -> ack", ms(s["t0"], s["t1"]))
+                add(f"{request}: ack -> event at pump", ms(s["t1"], s.get("t_event")))
+                outer = steps.get(request)
+                if outer and s.get("t_event"):
+                    add(f"{request}: pump -> caller resumes", ms(s["t_event"], outer["t1"]))
+        add("view end -> response start", ms(view and view["t1"], probe.get("t_response")))
+    return {"p50_ms": {k: percentile(v, 50) for k, v in rows.items()},
+            "p95_ms": {k: percentile(v, 95) for k, v in rows.items()},
+            "max_ms": {k: max(v) for k, v in rows.items()},
+            "variant_created": variant_made}
+
+
+def report(results: Json) -> str:
+    a = results["analysis"]
+    m = results["machine"]
+    p = results["params"]
+    out = [f"{machine_line(m)}, aiortc {m['aiortc']}",
+           f"run: {p['rounds']} rounds x {p['viewers']} viewers per side, in {p['procs']} worker "
+           f"process(es); gateway variant {'warm (--warm)' if p['warm'] else 'cold each batch'}; "
+           f"probes {'on' if p['probes'] else 'off'}"
+           f"{'; Janus ICE-lite' if p.get('ice_lite') else ''}"
+           f"{'; gateway env ' + ' '.join(p['gateway_env']) if p.get('gateway_env') else ''}"
+           f"{'; EXPERIMENT bufferkf on both sides' if p.get('bufferkf') else ''}; "
+           f"{results.get('elapsed_s', 0):.1f} s", ""]
+    g, n = a["gateway"], a["native"]
+    out.append(f"{'(ms)':<30}{'gateway':>24}{'native':>24}{'ratio p50/p95':>16}")
+    for label, key in (("signalling p50/p95/max", "signalling"), ("TTFF p50/p95/max", "ttff")):
+        gs, ns = g[key], n[key]
+        out.append(f"{label:<30}"
+                   f"{fmt(gs['p50_ms']) + '/' + fmt(gs['p95_ms']) + '/' + fmt(gs['max_ms']):>24}"
+                   f"{fmt(ns['p50_ms']) + '/' + fmt(ns['p95_ms']) + '/' + fmt(ns['max_ms']):>24}"
+                   f"{a['ratio'][key + '_p50']:>8.2f}{a['ratio'][key + '_p95']:>8.2f}")
+    out.append(f"{'decoded (viewers with frames)':<30}{str(g['decoded']) + '/' + str(g['viewers']):>24}"
+               f"{str(n['decoded']) + '/' + str(n['viewers']):>24}")
+    out.append(f"{'fps while all decode p50/min':<30}"
+               f"{fmt(g['hold_fps']['p50_ms']) + '/' + fmt(g['hold_fps']['min_ms']):>24}"
+               f"{fmt(n['hold_fps']['p50_ms']) + '/' + fmt(n['hold_fps']['min_ms']):>24}")
+    out.append(f"{'TTFF p95 per round':<30}{' '.join(fmt(x) for x in g['per_round_ttff_p95_ms']):>24}"
+               f"{' '.join(fmt(x) for x in n['per_round_ttff_p95_ms']):>24}")
+    out.append("")
+    out.append("where the time goes, viewer side, p50 (p95) ms:")
+    for side, entry in (("gateway", g), ("native", n)):
+        parts = [f"{k} {fmt(v)} ({fmt(entry['steps_p95_ms'][k])})"
+                 for k, v in entry["steps_p50_ms"].items()]
+        out.append(f"  {side}: " + "; ".join(parts))
+        slow = entry["slow_connect"]
+        out.append(f"    ICE+DTLS over 800 ms: {slow['over_800ms']}/{slow['of']} "
+                   f"(of which DTLS over 500 ms: {slow['of_which_dtls']})")
+        out.append(f"    waited for a key frame after 1st RTP: {entry['viewers_waiting_for_keyframe']}"
+                   f"/{entry['decoded']}; viewers that sent PLI: {entry['viewers_sending_pli']}; "
+                   f"PLIs reaching the publisher per batch: {entry['publisher_plis_per_batch']}, "
+                   f"first at +{[fmt(x) if x is not None else '-' for x in entry['first_publisher_pli_ms']]} ms")
+        cores = ", ".join(f"{k} {v:.2f}" for k, v in entry["cpu_cores_join"].items())
+        others = " ".join(f"{x:.2f}" for x in entry["other_cores_join"])
+        out.append(f"    CPU cores used while joining: {cores}; other processes per batch: {others}")
+        per = ", ".join(f"{k} {v:.1f}" for k, v in entry["cpu_ms_per_viewer_join"].items())
+        out.append(f"    CPU ms per viewer (go -> all decoded): {per}")
+    if g.get("offer_ms"):
+        out.append(f"  gateway viewers' offer (createOffer+gathering, before the POST): p50 "
+                   f"{fmt(g['offer_ms']['p50_ms'])} ms, p95 {fmt(g['offer_ms']['p95_ms'])} ms")
+    gs = g.get("gateway_steps")
+    if gs:
+        out.append("inside the gateway (probes), p50 / p95 / max ms:")
+        for k, v in gs["p50_ms"].items():
+            out.append(f"  {k:<36}{fmt(v):>6}{fmt(gs['p95_ms'][k]):>7}{fmt(gs['max_ms'][k]):>7}")
+        for made in gs["variant_created"]:
+            out.append("  variant made by the first viewer: "
+                       + ", ".join(f"{k} {fmt(v)}" for k, v in made.items()))
+    lag = a.get("gateway_loop_lag_during_joins")
+    if lag:
+        out.append(f"gateway event-loop lag while joining: {lag['samples_over_2ms']} ticks late by "
+                   f">2 ms, max {lag['max_ms']:.0f} ms, {lag['sum_ms_per_batch']:.0f} ms late per batch")
+    out.append("")
+    ok = g["ttff"]["p95_ms"] <= TARGET_GATEWAY_TTFF_P95_MS
+    out.append(f"target gateway TTFF p95 <= {TARGET_GATEWAY_TTFF_P95_MS:.0f} ms: "
+               f"{fmt(g['ttff']['p95_ms'])} ms  {'PASS' if ok else 'MISS'}")
+    errors = g["errors"] + n["errors"] + g["teardown_errors"] + n["teardown_errors"]
+    errors += results.get("cleanup_errors", [])
+    out.append(f"errors: {len(errors)}" + "".join(f"\n  {e}" for e in errors[:10]))
+    return "\n".join(out)
+
+
