@@ -75,14 +75,6 @@ async def _read_text(request: Request, *, expected: tuple[str, ...], limit: int)
         raise MalformedBody("the body is not UTF-8 text") from None
 
 
-def rate_limit(request: Request, stream: str) -> None:
-    """Count a request that costs Janus work (POST, PATCH, DELETE)."""
-    limits = getattr(request.app.state, "rate_limits", None)
-    if limits is not None:
-        client = request.client.host if request.client else "unknown"
-        limits.check(client, stream)
-
-
 def check_if_match(request: Request, current_etag: str) -> None:
     """RFC 9725 section 4.3.1: 428 without If-Match, 412 when it is stale."""
     value = request.headers.get("if-match")
