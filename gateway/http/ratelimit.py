@@ -18,11 +18,12 @@ Over a budget the answer is 429 (RFC 6585 section 4) with Retry-After, in
 the gateway's problem+json form.  The middleware runs before any handler,
 so the resources themselves never count anything.
 
-Budgets are sliding-window counters from the ``limits`` library: two
-counters per key, O(1) per request in memory and one round trip in Redis,
-where a moving window would keep one entry per request (1000s for a
-webinar).  With ``rate_limit_storage = "redis://..."`` every replica
-counts in the same Redis, so the budgets hold for the deployment.  When
+Budgets are sliding-window counters: two counters per key, O(1) per
+request in memory (``MemoryWindows``) and one round trip in Redis (the
+``limits`` library's storage), where a moving window would keep one entry
+per request (1000s for a webinar).  With ``rate_limit_storage =
+"redis://..."`` every replica counts in the same Redis, so the budgets hold
+for the deployment.  When
 that storage fails, requests are let through (logged): the limits protect
 the service and must not become the outage.
 """
@@ -38,7 +39,6 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, Storage
 from limits.storage import storage_from_string
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -86,13 +86,101 @@ class Budgets:
         )
 
 
-def open_storage(url: str) -> Storage:
-    """``memory://`` or ``redis://``/``rediss://``/``redis+unix://`` (redis-py's asyncio client)."""
-    if url.startswith("memory://"):
-        return MemoryStorage()
-    if url.startswith(("redis://", "rediss://", "redis+unix://")):
-        url = "async+" + url
-    return storage_from_string(url, **REDIS_OPTIONS)
+Window = tuple[int, float, int, float]  # previous count, its TTL, current count, its TTL + window
+
+
+class MemoryWindows:
+    """Sliding-window counters in this process, O(1) per request.
+
+    The same arithmetic as the ``limits`` library's sliding-window counter,
+    kept here because its in-memory storage sweeps every key on every hit
+    (a cost that grows with the audience: thousands of per-session keys
+    during a webinar).  Here a sweep runs at most every ``SWEEP_EVERY``
+    seconds.  No awaits inside: each call is atomic on the event loop.
+    """
+
+    SWEEP_EVERY = 10.0
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        # key -> [window index, previous count, current count, window seconds]
+        self._windows: dict[str, list[int]] = {}
+        self._clock = clock
+        self._next_sweep = clock() + self.SWEEP_EVERY
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+    def _state(self, item: RateLimitItem, key: tuple[str, ...], now: float) -> list[int]:
+        expiry = item.get_expiry()
+        index = int(now // expiry)
+        name = item.key_for(*key)
+        state = self._windows.get(name)
+        if state is None:
+            state = self._windows[name] = [index, 0, 0, expiry]
+        elif state[0] != index:
+            state[1] = state[2] if state[0] == index - 1 else 0
+            state[2], state[0] = 0, index
+        if now >= self._next_sweep:
+            self._sweep(now)
+        return state
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + self.SWEEP_EVERY
+        stale = [k for k, (index, _, _, expiry) in self._windows.items() if index < now // expiry - 1]
+        for k in stale:
+            del self._windows[k]
+
+    @staticmethod
+    def _weighted(state: list[int], now: float) -> float:
+        index, previous, current, expiry = state
+        return previous * ((index + 1) * expiry - now) / expiry + current
+
+    async def hit(self, item: RateLimitItem, *key: str) -> bool:
+        now = self._clock()
+        state = self._state(item, key, now)
+        if math.floor(self._weighted(state, now)) + 1 > item.amount:
+            return False
+        state[2] += 1
+        return True
+
+    async def test(self, item: RateLimitItem, *key: str) -> bool:
+        now = self._clock()
+        return math.floor(self._weighted(self._state(item, key, now), now)) + 1 <= item.amount
+
+    async def window(self, item: RateLimitItem, *key: str) -> Window:
+        now = self._clock()
+        index, previous, current, expiry = self._state(item, key, now)
+        left = (index + 1) * expiry - now
+        return previous, left if previous else 0.0, current, left + expiry
+
+    async def close(self) -> None:
+        self._windows.clear()
+
+
+class SharedWindows:
+    """The same counters in Redis (``limits``' async storage, redis-py): one per deployment."""
+
+    def __init__(self, url: str) -> None:
+        if url.startswith(("redis://", "rediss://", "redis+unix://")):
+            url = "async+" + url
+        self.storage = storage_from_string(url, **REDIS_OPTIONS)
+        self._limiter = SlidingWindowCounterRateLimiter(self.storage)
+
+    async def hit(self, item: RateLimitItem, *key: str) -> bool:
+        return await self._limiter.hit(item, *key)
+
+    async def test(self, item: RateLimitItem, *key: str) -> bool:
+        return await self._limiter.test(item, *key)
+
+    async def window(self, item: RateLimitItem, *key: str) -> Window:
+        return await self.storage.get_sliding_window(  # type: ignore[attr-defined, no-any-return]
+            item.key_for(*key), item.get_expiry())
+
+    async def close(self) -> None:
+        client = getattr(getattr(self.storage, "bridge", None), "storage", None)
+        close: Callable[[], Awaitable[Any]] | None = getattr(client, "aclose", None)
+        if close is not None:
+            await close()
 
 
 @dataclass(frozen=True)
@@ -163,8 +251,8 @@ class RateLimits:
 
     def __init__(self, budgets: Budgets, storage_url: str = "memory://") -> None:
         self.budgets = budgets
-        self.storage = open_storage(storage_url)
-        self.limiter = SlidingWindowCounterRateLimiter(self.storage)
+        self.counters: MemoryWindows | SharedWindows = (
+            MemoryWindows() if storage_url.startswith("memory://") else SharedWindows(storage_url))
         self._storage_warned_at = -math.inf
 
     @classmethod
@@ -195,7 +283,7 @@ class RateLimits:
         """None to let the request in; else the 429 to answer with."""
         failures = self.budgets.auth_failures
         if failures is not None and req.has_token:
-            if not await self.limiter.test(failures, "authfail", req.client):
+            if not await self.counters.test(failures, "authfail", req.client):
                 wait = await self._retry_after(failures, ("authfail", req.client))
                 return AuthenticationFailuresExceeded(
                     f"too many failed authentications from {req.client} ({failures}); "
@@ -203,7 +291,7 @@ class RateLimits:
         if not req.counted:
             return None
         for item, key, what in self._checks(req):
-            if not await self.limiter.hit(item, *key):
+            if not await self.counters.hit(item, *key):
                 wait = await self._retry_after(item, key)
                 return TooManyRequests(f"too many {what} ({item}); retry in {wait} s",
                                        retry_after=wait)
@@ -211,12 +299,10 @@ class RateLimits:
 
     async def failed_authentication(self, req: LimitedRequest) -> None:
         if self.budgets.auth_failures is not None:
-            await self.limiter.hit(self.budgets.auth_failures, "authfail", req.client)
+            await self.counters.hit(self.budgets.auth_failures, "authfail", req.client)
 
     async def _retry_after(self, item: RateLimitItem, key: tuple[str, ...]) -> int:
-        window = await self.storage.get_sliding_window(  # type: ignore[attr-defined]
-            item.key_for(*key), item.get_expiry())
-        return retry_after(item, *window)
+        return retry_after(item, *await self.counters.window(item, *key))
 
     def storage_failed(self, exc: BaseException) -> None:
         """Log a failing storage now and then, not on every request."""
@@ -227,11 +313,7 @@ class RateLimits:
                         type(exc).__name__, exc)
 
     async def close(self) -> None:
-        bridge = getattr(self.storage, "bridge", None)
-        client = getattr(bridge, "storage", None)
-        close: Callable[[], Awaitable[Any]] | None = getattr(client, "aclose", None)
-        if close is not None:
-            await close()
+        await self.counters.close()
 
 
 class RateLimitMiddleware:

@@ -16,7 +16,7 @@ from gateway.http.forwarded import (
     parse_networks,
     parse_x_forwarded,
 )
-from gateway.http.ratelimit import Budgets, read_request, retry_after
+from gateway.http.ratelimit import Budgets, MemoryWindows, read_request, retry_after
 
 TRUSTED = TrustedProxies(parse_networks(["10.0.0.0/8", "192.168.1.1", "2001:db8:ffff::/48"]))
 
@@ -158,3 +158,20 @@ def test_retry_after_says_when_a_sliding_window_admits_again() -> None:
     # The previous window weighs in: 10 * 42/60 + 5 = 12, under 10 once 10 * (42-t)/60 < 5.
     assert retry_after(item, 10, 42.0, 5, 60 + 50.0) == 13
     assert retry_after(item, 1, 0.01, 0, 60 + 50.0) == 1  # never 0
+
+
+async def test_memory_windows_slide_and_forget() -> None:
+    """The in-process counters: the limit, the roll-over's weighting, the sweep of old keys."""
+    now = [600.0]  # the start of a one-minute window
+    windows = MemoryWindows(clock=lambda: now[0])
+    item = parse("10/minute")
+    assert [await windows.hit(item, "c", "a") for _ in range(11)] == [True] * 10 + [False]
+    assert not await windows.test(item, "c", "a") and await windows.test(item, "c", "b")
+    assert await windows.window(item, "c", "a") == (0, 0.0, 10, 120.0)
+    now[0] += 60 + 15  # the next window, a quarter in: the old 10 weigh 7.5
+    assert [await windows.hit(item, "c", "a") for _ in range(4)] == [True, True, True, False]
+    assert retry_after(item, *await windows.window(item, "c", "a")) == 4  # 10*(45-t)/60 + 3 < 10
+    now[0] += 120  # two windows later, and past a sweep: nothing is left
+    await windows.test(item, "c", "z")
+    assert len(windows) == 1
+    assert await windows.hit(item, "c", "a")
