@@ -285,6 +285,17 @@ async def test_replicas_share_budgets_through_redis(
     assert_too_many(r)
     assert_too_many(await http.post(replicas[(i + 1) % 2].whep("s"), content="x",
                                     headers={"Content-Type": SDP}))
+    # Token guessing, spread over the replicas (GETs: not counted, but authenticated).
+    failures = 0
+    for i in range(5):
+        r = await http.get(replicas[i % 2].whep("private") + "/x/sse/y",
+                           headers={"Authorization": f"Bearer guess-{i}"})
+        if r.status_code == 429:
+            break
+        assert r.status_code in (401, 403), r.text
+        failures += 1
+    assert failures in (2, 3), failures
+    assert_too_many(r, "authentication-failures-exceeded")
 
 
 async def test_a_failing_limit_storage_lets_requests_through(

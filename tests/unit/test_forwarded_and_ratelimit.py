@@ -16,7 +16,7 @@ from gateway.http.forwarded import (
     parse_networks,
     parse_x_forwarded,
 )
-from gateway.http.ratelimit import Budgets, MemoryWindows, read_request, retry_after
+from gateway.http.ratelimit import Budgets, Check, MemoryWindows, Refused, read_request, retry_after
 
 TRUSTED = TrustedProxies(parse_networks(["10.0.0.0/8", "192.168.1.1", "2001:db8:ffff::/48"]))
 
@@ -161,17 +161,20 @@ def test_retry_after_says_when_a_sliding_window_admits_again() -> None:
 
 
 async def test_memory_windows_slide_and_forget() -> None:
-    """The in-process counters: the limit, the roll-over's weighting, the sweep of old keys."""
+    """The in-process counters: the limit, the roll-over's weighting, all-or-nothing, the sweep."""
     now = [600.0]  # the start of a one-minute window
     windows = MemoryWindows(clock=lambda: now[0])
-    item = parse("10/minute")
-    assert [await windows.hit(item, "c", "a") for _ in range(11)] == [True] * 10 + [False]
-    assert not await windows.test(item, "c", "a") and await windows.test(item, "c", "b")
-    assert await windows.window(item, "c", "a") == (0, 0.0, 10, 120.0)
+    item, other = parse("10/minute"), parse("100/minute")
+    hit_a = [Check(item, "a", "hit")]
+    assert [await windows.apply(hit_a) for _ in range(10)] == [None] * 10
+    refused = await windows.apply([Check(other, "b", "hit"), *hit_a])
+    assert refused == Refused(1, (0, 0.0, 10, 120.0))
+    assert await windows.apply([Check(other, "b", "test")]) is None  # "b" was not counted
     now[0] += 60 + 15  # the next window, a quarter in: the old 10 weigh 7.5
-    assert [await windows.hit(item, "c", "a") for _ in range(4)] == [True, True, True, False]
-    assert retry_after(item, *await windows.window(item, "c", "a")) == 4  # 10*(45-t)/60 + 3 < 10
+    assert [await windows.apply(hit_a) is None for _ in range(4)] == [True, True, True, False]
+    refused = await windows.apply(hit_a)
+    assert refused is not None and retry_after(item, *refused.window) == 4  # 10*(45-t)/60 + 3 < 10
     now[0] += 120  # two windows later, and past a sweep: nothing is left
-    await windows.test(item, "c", "z")
+    await windows.apply([Check(item, "z", "test")])
     assert len(windows) == 1
-    assert await windows.hit(item, "c", "a")
+    assert await windows.apply(hit_a) is None
