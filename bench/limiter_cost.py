@@ -33,22 +33,19 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
-from harness import (REPO, GatewayProcess, Json, cpu_seconds, enter_netns, gateway_command,  # noqa: F401
-                     gateway_env, install_hard_cap, janus_nodes_env, machine_busy, run_capped)
+from harness import (RATE_LIMITS_OFF, REPO, GatewayProcess, Json, cpu_seconds, enter_netns,
+                     gateway_command, gateway_env, install_hard_cap, janus_nodes_env, machine_busy,
+                     run_capped)
 
 import httpx  # noqa: E402
 
 from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port  # noqa: E402
 from tests.redis_server import redis_server  # noqa: E402
 from tests.sandbox import INTERFACE  # noqa: E402
+from tests.webinar import REQUESTS_PER_VIEWER, join_and_leave  # noqa: E402
 
-SDP = "application/sdp"
 OFFER = (REPO / "tests" / "fixtures" / "sdp" / "chrome_view.sdp").read_text()
-TRICKLE = ("a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdefghijklmn\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"
-           "a=mid:0\r\na=candidate:1 1 udp 2122260223 192.0.2.7 50000 typ host\r\n")
-REQUESTS_PER_VIEWER = 4
 
 
 def start(janus: ManagedJanus, name: str, env_extra: dict[str, str], log: Path) -> GatewayProcess:
@@ -58,18 +55,6 @@ def start(janus: ManagedJanus, name: str, env_extra: dict[str, str], log: Path) 
     env["WHIP_GATEWAY_LOG_LEVEL"] = "warning"
     env.update(env_extra)
     return GatewayProcess(gateway_command(), env, log, free_port())
-
-
-async def join(http: httpx.AsyncClient, url: str, i: int, statuses: Counter[int]) -> None:
-    """One viewer's requests (the limiter sees what a real join sends)."""
-    r = await http.post(f"{url}/whep/bench", content=OFFER, headers={"Content-Type": SDP})
-    statuses[r.status_code] += 1
-    session = f"{url}/whep/bench/v{i}"
-    for _ in range(2):
-        r = await http.patch(session, content=TRICKLE, headers={
-            "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*"})
-        statuses[r.status_code] += 1
-    statuses[(await http.delete(session)).status_code] += 1
 
 
 async def idle_rate(pid: int, seconds: float) -> float:
@@ -112,7 +97,7 @@ async def measure(args: argparse.Namespace, gateways: dict[str, GatewayProcess],
 
         async def one(url: str, i: int, into: Counter[int]) -> None:
             async with gate:
-                await join(http, url, i, into)
+                await join_and_leave(http, f"{url}/whep/bench", f"{url}/whep/bench/v{i}", OFFER, into)
 
         for b in range(blocks):
             order = names if b % 2 == 0 else names[::-1]
@@ -186,10 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         with redis_server() as redis_url:
             janus = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE))
             janus.start()
-            off = {f"WHIP_GATEWAY_RATE_LIMIT_{n}": "" for n in (
-                "PER_CLIENT", "VIEW_PER_CLIENT", "PUBLISH_PER_CLIENT", "PER_STREAM", "PER_SESSION",
-                "AUTH_FAILURES_PER_CLIENT")}
-            for name, extra in (("off", off), ("memory", {}),
+            for name, extra in (("off", RATE_LIMITS_OFF), ("memory", {}),
                                 ("redis", {"WHIP_GATEWAY_RATE_LIMIT_STORAGE": redis_url})):
                 gateways[name] = start(janus, name, extra, workdir / f"{name}.log")
             for gw in gateways.values():

@@ -13,7 +13,9 @@ import pytest
 from gateway.http.logredact import RedactTokens
 from gateway.janus.process import free_port
 from tests.conftest import RATE_LIMITS_OFF, GatewayFactory, read_fixture
+from tests.nginx_proxy import nginx_proxy
 from tests.redis_server import redis_server
+from tests.webinar import join_and_leave
 from tests.integration.test_whip import assert_problem
 from tests.publishers import aiortc_publisher
 
@@ -130,21 +132,13 @@ async def test_a_webinar_of_1000_viewers_from_one_address_gets_in_with_the_defau
     """
     gw = await start_gateway()
     offer = read_fixture("sdp", "chrome_view.sdp")
-    trickle = ("a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdefghijklmn\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\n"
-               "a=mid:0\r\na=candidate:1 1 udp 2122260223 192.0.2.7 50000 typ host\r\n")
     statuses: Counter[int] = Counter()
     gate = asyncio.Semaphore(20)
 
     async def viewer(i: int) -> None:
         async with gate:
-            r = await http.post(gw.whep("webinar"), content=offer, headers={"Content-Type": SDP})
-            statuses[r.status_code] += 1
-            session = f"{gw.whep('webinar')}/viewer{i}"
-            for _ in range(2):
-                r = await http.patch(session, content=trickle, headers={
-                    "Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*"})
-                statuses[r.status_code] += 1
-            statuses[(await http.delete(session)).status_code] += 1
+            await join_and_leave(http, gw.whep("webinar"), f"{gw.whep('webinar')}/viewer{i}",
+                                 offer, statuses)
 
     await asyncio.wait_for(asyncio.gather(*(viewer(i) for i in range(1000))), 100)
     assert statuses == {409: 1000, 404: 3000}, statuses
@@ -239,6 +233,49 @@ async def test_forwarded_for_from_a_trusted_proxy_names_the_client(
         assert (await http.delete(gw.url + path)).status_code == 200
     finally:
         await pc.close()
+
+
+async def test_behind_a_real_nginx_each_viewer_has_its_own_budget(
+    start_gateway: GatewayFactory
+) -> None:
+    """nginx set up as the README says, in front of a gateway that trusts it (127.0.0.1).
+
+    Clients connect to nginx from 127.0.0.3 and 127.0.0.4: each is its own
+    client, what a client writes into X-Forwarded-For itself changes
+    nothing, and Location names the proxy, where the client came in.
+    """
+    gw = await start_gateway(**{**RATE_LIMITS_OFF, "rate_limit_per_client": "3/minute",
+                                "trusted_proxies": ["127.0.0.1"]})
+    try:
+        proxy_cm = nginx_proxy(gw.url)
+        proxy = await proxy_cm.__aenter__()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        clients = [httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(local_address=a), timeout=15)
+                   for a in ("127.0.0.3", "127.0.0.4")]
+        one, two = clients
+        post = lambda c, **h: c.post(f"{proxy}/whep/s", content="x",  # noqa: E731
+                                     headers={"Content-Type": SDP, **h})
+        passed, r = await _until_refused(lambda: post(one, **{"X-Forwarded-For": "198.51.100.1"}),
+                                         3, 400)
+        assert passed in (3, 4)
+        assert "from 127.0.0.3" in assert_too_many(r)["detail"]
+        assert_problem(await post(two), 400)  # 1 of 3 for 127.0.0.4
+
+        pc = await aiortc_publisher()  # and a publish with its DELETE: 3 of 3
+        try:
+            r = await two.post(f"{proxy}/whip/s", content=pc.localDescription.sdp,
+                               headers={"Content-Type": SDP})
+            assert r.status_code == 201, r.text
+            assert r.headers["location"].startswith(f"{proxy}/whip/s/")
+            assert (await two.delete(r.headers["location"])).status_code == 200
+        finally:
+            await pc.close()
+            for c in clients:
+                await c.aclose()
+    finally:
+        await proxy_cm.__aexit__(None, None, None)
 
 
 async def test_rfc7239_forwarded_from_a_trusted_proxy(
