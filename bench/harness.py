@@ -43,10 +43,9 @@ KEEPALIVE_S = 4.0
 # The benches are one client (127.0.0.1) making hundreds of POSTs: the
 # gateway's per-client/per-stream rate limits (abuse protection) would answer
 # with 429 and the bench would measure those.
-RATE_LIMITS_OFF = {
-    "WHIP_GATEWAY_RATE_LIMIT_PER_CLIENT": "",
-    "WHIP_GATEWAY_RATE_LIMIT_PER_STREAM": "",
-}
+RATE_LIMITS_OFF = {f"WHIP_GATEWAY_RATE_LIMIT_{name}": "" for name in (
+    "PER_CLIENT", "VIEW_PER_CLIENT", "PUBLISH_PER_CLIENT", "PER_STREAM", "PER_SESSION",
+    "AUTH_FAILURES_PER_CLIENT")}
 
 
 class BenchError(RuntimeError):

@@ -26,7 +26,8 @@ from gateway.core.ingest import Ingest, IngestPolicy
 from gateway.backend import Backend, build_backend
 from gateway.http.logredact import install_log_redaction
 from gateway.http.problems import gateway_error_handler, http_error_handler, unexpected_error_handler
-from gateway.http.ratelimit import RateLimits
+from gateway.http.forwarded import ForwardedMiddleware, TrustedProxies, parse_networks
+from gateway.http.ratelimit import RateLimitMiddleware, RateLimits
 
 
 async def list_streams(request: Request) -> JSONResponse:
@@ -65,7 +66,9 @@ async def health(request: Request) -> JSONResponse:
 
 # How uvicorn serves the app, for ``serve`` and the tests alike.
 SERVER_OPTIONS = {
-    "proxy_headers": True,
+    # Off: uvicorn would believe X-Forwarded-For from 127.0.0.1 whatever the
+    # settings say; gateway.http.forwarded reads it from trusted_proxies only.
+    "proxy_headers": False,
     "timeout_keep_alive": 5,  # idle connections do not linger
     "http": "h11",  # h11 caps request heads (16 KiB); httptools has no cap at all
 }
@@ -96,6 +99,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         ),
     )
 
+    rate_limits = RateLimits.from_settings(settings)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await backend.start()
@@ -107,6 +112,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             await ingest.close()
             await egress.settled()
             await backend.close()
+            await rate_limits.close()
 
     app = Starlette(
         routes=[
@@ -116,8 +122,13 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             Route("/api/streams", list_streams),
             Route("/healthz", health),
         ],
+        # Outermost first: the real client is known before anything else runs;
+        # CORS wraps the limits, so a browser can read a 429 and its Retry-After.
         middleware=[
             Middleware(probes.AsgiHooks),
+            Middleware(ForwardedMiddleware,
+                       trusted=TrustedProxies(parse_networks(settings.trusted_proxies)),
+                       header=settings.forwarded_header),
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
@@ -125,7 +136,8 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
                 allow_headers=["Authorization", "Content-Type", "If-Match"],
                 expose_headers=["Location", "ETag", "Link", "Accept-Patch", "Accept-Post",
                                 "Retry-After", "WWW-Authenticate"],
-            )
+            ),
+            Middleware(RateLimitMiddleware, limits=rate_limits),
         ],
         exception_handlers={
             GatewayError: gateway_error_handler,
@@ -138,6 +150,6 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     app.state.backend = backend
     app.state.ingest = ingest
     app.state.egress = egress
-    app.state.rate_limits = RateLimits(settings.rate_limit_per_client, settings.rate_limit_per_stream)
+    app.state.rate_limits = rate_limits
     install_log_redaction()
     return app

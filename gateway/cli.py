@@ -64,6 +64,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "viewer_keys": _pairs(args.viewer_key, "--viewer-key"),
         "ice_servers": [_ice_server(v) for v in args.ice_server] if args.ice_server else None,
         "log_level": args.log_level,
+        "trusted_proxies": args.trusted_proxy,
     }
 
 
@@ -392,6 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     s.add_argument("--viewer-key", action="append", metavar="STREAM=TOKEN",
                    help='viewer token for a stream ("*" for every stream); repeatable')
+    s.add_argument("--trusted-proxy", action="append", metavar="ADDRESS|CIDR",
+                   help="reverse proxy whose X-Forwarded-For names the client; repeatable")
     s.set_defaults(run=serve)
 
     o = commands.add_parser("offer", help="print an SDP offer (Opus + H.264 or VP8), "

@@ -8,15 +8,18 @@ can print it instead of a traceback.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
+    NoDecode,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
@@ -149,11 +152,39 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024,
                                 description="larger request bodies get 413")
     body_timeout: float = Field(10.0, gt=0, description="seconds to receive a request body (408)")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="addresses or CIDRs of reverse proxies whose forwarding header names the "
+        "client (comma-separated in the environment); nobody else's is believed",
+    )
+    forwarded_header: Literal["x-forwarded-for", "forwarded"] = Field(
+        "x-forwarded-for", description="the header the trusted proxies write: X-Forwarded-For "
+        "(with X-Forwarded-Host/-Proto) or Forwarded (RFC 7239)",
+    )
+    # Rates are "N/second|minute|hour"; empty or null turns a budget off.  The
+    # sizing is explained in README.md, "Rate limits".
+    rate_limit_storage: str = Field(
+        "memory://", description="where budgets are counted: memory:// (per process) or "
+        "redis://host:port/db (shared by the replicas)",
+    )
     rate_limit_per_client: str | None = Field(
-        "600/minute", description='POST/PATCH/DELETE per client address ("N/second|minute|hour")'
+        "20000/minute", description="POST/PATCH/DELETE under /whip and /whep per client address"
+    )
+    rate_limit_view_per_client: str | None = Field(
+        "3000/minute", description="new WHEP sessions (viewers) per client address"
+    )
+    rate_limit_publish_per_client: str | None = Field(
+        "120/minute", description="new WHIP sessions (publishers) per client address"
     )
     rate_limit_per_stream: str | None = Field(
-        "6000/minute", description="POST/PATCH/DELETE per stream (a webinar's joins fit)"
+        "6000/minute", description="new sessions per stream, from all clients"
+    )
+    rate_limit_per_session: str | None = Field(
+        "120/minute", description="PATCH/DELETE/extension requests per session"
+    )
+    rate_limit_auth_failures_per_client: str | None = Field(
+        "30/minute", description="401/403 answers per client address; past it, its requests "
+        "with a token get 429",
     )
     tls_cert: Path | None = Field(
         None, description="PEM certificate (chain): serve HTTPS; browsers need it for "
@@ -212,7 +243,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"the key for stream {stream!r} is empty")
         return value
 
-    @field_validator("rate_limit_per_client", "rate_limit_per_stream")
+    @field_validator("rate_limit_per_client", "rate_limit_view_per_client",
+                     "rate_limit_publish_per_client", "rate_limit_per_stream",
+                     "rate_limit_per_session", "rate_limit_auth_failures_per_client")
     @classmethod
     def _rate(cls, value: str | None) -> str | None:
         if value:
@@ -222,6 +255,33 @@ class Settings(BaseSettings):
                 parse(value)
             except ValueError:
                 raise ValueError(f"{value!r} is not a rate like 60/minute") from None
+        return value or None
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxies_from_text(cls, value: Any) -> Any:
+        if isinstance(value, str):  # the environment: "10.0.0.0/8, 127.0.0.1" (or JSON)
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [v for v in (p.strip() for p in text.split(",")) if v]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        from gateway.http.forwarded import parse_networks
+
+        return [str(n) for n in parse_networks(value)]
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        schemes = ("memory://", "redis://", "rediss://", "redis+unix://")
+        if not value.startswith(schemes):
+            raise ValueError(f"{value!r}: use one of {', '.join(schemes)}")
         return value
 
     @field_validator("video_codecs", "audio_codecs")
@@ -270,9 +330,29 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         cls = FileSettings
     flags = {k: v for k, v in overrides.items() if v is not None}
     try:
-        return cls(**flags)
+        settings = cls(**flags)
+        legacy = _legacy_forwarded_allow_ips(settings)
+        return cls(**flags, trusted_proxies=legacy) if legacy else settings
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise SettingsError(f"bad setting {where}: {first['msg']}{more}") from None
+
+
+def _legacy_forwarded_allow_ips(settings: Settings) -> list[str] | None:
+    """uvicorn's ``FORWARDED_ALLOW_IPS``, once how proxies were trusted: mapped, with a warning.
+
+    The gateway now reads the forwarding headers itself (``trusted_proxies``);
+    a deployment that set the uvicorn variable keeps its meaning.  ``*``
+    (trust everyone) becomes every IPv4 and IPv6 address.
+    """
+    value = os.environ.get("FORWARDED_ALLOW_IPS", "").strip()
+    if not value or settings.trusted_proxies:
+        return None
+    proxies = [p.strip() for p in value.split(",") if p.strip()]
+    proxies = [n for p in proxies for n in (("0.0.0.0/0", "::/0") if p == "*" else (p,))]
+    logging.getLogger("gateway").warning(
+        "FORWARDED_ALLOW_IPS is uvicorn's and no longer read by uvicorn here; it is taken as "
+        "trusted_proxies=%s: set WHIP_GATEWAY_TRUSTED_PROXIES instead", ",".join(proxies))
+    return proxies

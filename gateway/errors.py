@@ -146,10 +146,19 @@ class PreconditionRequired(GatewayError):
 
 
 class TooManyRequests(GatewayError):
-    """A rate limit: per client or per stream (``gateway.http.ratelimit``)."""
+    """RFC 6585 section 4: a budget of ``gateway.http.ratelimit`` is spent; Retry-After says when
+    it frees a slot."""
 
     status = 429
     title = "Too many requests"
+
+
+class AuthenticationFailuresExceeded(TooManyRequests):
+    """RFC 6585 section 4: too many 401/403 answers to one client address (token guessing):
+    its requests that carry a token are refused until the window frees a slot."""
+
+    status = 429
+    title = "Too many failed authentications"
 
 
 class RequestTimeout(GatewayError):

@@ -151,6 +151,13 @@ class RunningGateway:
 
 GatewayFactory = Callable[..., Awaitable[RunningGateway]]
 
+# Every rate limit off ("" turns one off; None would keep the default, as
+# load_settings drops None overrides), for tests about something else that
+# make hundreds of requests from 127.0.0.1.
+RATE_LIMITS_OFF = {name: "" for name in (
+    "rate_limit_per_client", "rate_limit_view_per_client", "rate_limit_publish_per_client",
+    "rate_limit_per_stream", "rate_limit_per_session", "rate_limit_auth_failures_per_client")}
+
 
 def janus_settings(janus: ManagedJanus, role: str = "both") -> JanusNodeSettings:
     return JanusNodeSettings(

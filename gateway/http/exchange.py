@@ -77,14 +77,6 @@ async def _read_text(request: Request, *, expected: tuple[str, ...], limit: int)
         raise MalformedBody("the body is not UTF-8 text") from None
 
 
-def rate_limit(request: Request, stream: str) -> None:
-    """Count a request that costs Janus work (POST, PATCH, DELETE)."""
-    limits = getattr(request.app.state, "rate_limits", None)
-    if limits is not None:
-        client = request.client.host if request.client else "unknown"
-        limits.check(client, stream)
-
-
 # RFC 9110's wildcard is a bare ``*``, but RFC 9725 section 4.3.3 prints it
 # quoted (``If-Match: "*"``) and clients copy that.  The gateway never issues
 # ``"*"`` as an ETag, so both forms can mean "any ICE session".

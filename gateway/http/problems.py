@@ -23,16 +23,21 @@ def problem_response(
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
-async def gateway_error_handler(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, GatewayError)
+def error_response(exc: GatewayError) -> Response:
+    """The problem+json response for ``exc``; also used by middleware, outside the handlers."""
     headers = dict(exc.headers)
     if exc.retry_after is not None:
         headers["Retry-After"] = str(exc.retry_after)
-    log.info("%s %s -> %s %s", request.method, request.url.path, exc.status, exc.detail)
     return problem_response(
         exc.status, exc.title, exc.detail, type_slug=f"urn:whip-gateway:problem:{exc.type_slug}",
         headers=headers,
     )
+
+
+async def gateway_error_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    log.info("%s %s -> %s %s", request.method, request.url.path, exc.status, exc.detail)
+    return error_response(exc)
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:

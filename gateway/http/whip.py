@@ -17,7 +17,6 @@ from gateway.http.exchange import (
     absolute_url,
     check_if_match,
     ice_server_links,
-    rate_limit,
     read_text,
     valid_stream,
 )
@@ -52,7 +51,6 @@ async def endpoint(request: Request) -> Response:
     stream = _stream(request)
     if request.method in ("GET", "HEAD"):
         return Response(status_code=204)
-    rate_limit(request, stream)
     _authorize(request, stream)
     offer = await read_text(request, expected=(SDP,))
     session = await _ingest(request).publish(stream, offer)
@@ -72,8 +70,6 @@ async def session_resource(request: Request) -> Response:
         return Response(status_code=200, headers={
             "Accept-Patch": SDPFRAG, "Allow": "OPTIONS, PATCH, DELETE, GET, HEAD"})
     stream = _stream(request)
-    if request.method in ("PATCH", "DELETE"):
-        rate_limit(request, stream)
     _authorize(request, stream)
     ingest = _ingest(request)
     session = ingest.session(stream, request.path_params["session"])

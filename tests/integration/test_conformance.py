@@ -24,7 +24,7 @@ from conformance import Config, Level, Status, all_checks, run_suite
 from conformance.offers import BROWSER_PAYLOAD_TYPES
 from conformance.report import to_json, to_markdown
 from gateway.sdp import model as sdp
-from tests.conftest import FIXTURES, GatewayFactory, RunningGateway
+from tests.conftest import FIXTURES, RATE_LIMITS_OFF, GatewayFactory, RunningGateway
 
 PUBLISH_KEY = "conformance-publish-key"
 VIEWER_KEY = "conformance-viewer-key"
@@ -35,11 +35,11 @@ ICE_SERVERS = [
 
 
 async def _gateway(start_gateway: GatewayFactory) -> RunningGateway:
-    # The per-client rate limit (120/minute) is off: the suite makes about a
-    # hundred POST/PATCH/DELETE requests in seconds, and this test is about
-    # conformance, not about rate limiting.
+    # The rate limits are off: the suite makes about a hundred POST/PATCH/DELETE
+    # requests in seconds (and some bad tokens on purpose), and this test is
+    # about conformance, not about rate limiting.
     return await start_gateway(stream_keys={"*": PUBLISH_KEY}, viewer_keys={"*": VIEWER_KEY},
-                               ice_servers=ICE_SERVERS, rate_limit_per_client=None)
+                               ice_servers=ICE_SERVERS, **RATE_LIMITS_OFF)
 
 
 def _config(gw: RunningGateway) -> Config:

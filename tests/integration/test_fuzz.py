@@ -53,7 +53,7 @@ from gateway.sdp import model as sdp
 from gateway.core.auth import mint_viewer_token
 from gateway.clients.whip import WhipSession
 from gateway.core.events import EVENTS
-from tests.conftest import GatewayFactory, Leaks, RunningGateway
+from tests.conftest import RATE_LIMITS_OFF, GatewayFactory, Leaks, RunningGateway
 from tests.integration.test_whep import LAYER_REL, SSE_REL, Publisher, start_publisher
 from tests.integration.test_whip import wait_stream
 from tests.publishers import aiortc_publisher, answer
@@ -120,8 +120,7 @@ def check_problem(response: httpx.Response, allowed: set[int]) -> dict[str, Any]
 
 
 # The rate limits (429) would soon answer every fuzzed request; they have their own tests.
-# (None would not turn them off: load_settings drops None overrides.)
-UNLIMITED = {"rate_limit_per_client": "1000000/second", "rate_limit_per_stream": "1000000/second"}
+UNLIMITED = RATE_LIMITS_OFF
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ SERVE = [sys.executable, "-m", "gateway.cli", "serve"]
     ([], {"WHIP_GATEWAY_VIDEO_CODECS": "h263"}, "video_codecs"),
     (["--config", "/nonexistent.toml"], {}, "/nonexistent.toml"),
     ([], {"WHIP_GATEWAY_JANUS_BINARY": "/nonexistent/janus"}, "install the 'janus' package"),
+    (["--trusted-proxy", "proxy.local"], {}, "trusted_proxies"),
+    ([], {"WHIP_GATEWAY_RATE_LIMIT_STORAGE": "mongodb://x"}, "rate_limit_storage"),
 ])
 def test_bad_setting_is_one_line(args: list[str], env: dict[str, str], needle: str) -> None:
     result = subprocess.run([*SERVE, *args], capture_output=True, text=True, timeout=30,
