@@ -54,7 +54,7 @@ async def firefox() -> AsyncIterator[Firefox]:
 
 @pytest.fixture
 async def vp8_gateway(start_gateway: GatewayFactory) -> RunningGateway:
-    return await start_gateway(video_codecs="vp8")
+    return await start_gateway(video_codecs="vp8", public_listing="details")  # viewer counts
 
 
 async def ff(browser: Firefox, script: str, *args: Any) -> Any:
