@@ -161,12 +161,6 @@ class Ingest:
     async def close(self) -> None:
         await asyncio.gather(*(self._end(s, "gateway stopping") for s in self.registry.sessions()))
 
-    def live(self) -> dict[str, PublisherSession]:
-        return {
-            name: s for name, s in self.registry.streams().items()
-            if s.state is PublisherState.LIVE
-        }
-
     # -- internals --------------------------------------------------------
 
     def _check_offer(self, offer: sdp.SessionDescription) -> None:

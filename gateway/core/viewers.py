@@ -7,7 +7,6 @@ viewer session, a mountpoint variant and a stream's egress on one node are.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -65,7 +64,6 @@ class ViewerSession:
     connected: bool = False
     awaiting_answer: bool = False
     ended: bool = False
-    created_at: float = field(default_factory=time.monotonic)
     timer: asyncio.TimerHandle | None = None
     simulcast_rids: list[str] = field(default_factory=list)
     remote_ufrag: str | None = None  # the viewer's, to drop candidates of other ICE sessions

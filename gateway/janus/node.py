@@ -1,7 +1,7 @@
 """One Janus node as the gateway sees it: its API session, version and health.
 
 The gateway keeps one long-lived Janus session per node, with one event
-pump; every publisher (and later viewer) is a handle inside it.  When the
+pump; every publisher and every viewer is a handle inside it.  When the
 session is lost (Janus restarted, or unreachable) the node is marked down,
 its listeners are told so they can drop what lived there, and a reconnect
 loop brings it back.

@@ -84,13 +84,6 @@ class Mountpoint:
             return mountpoint
         raise JanusPluginError(STREAMING, MOUNTPOINT_EXISTS, "could not find a free mountpoint id")
 
-    async def viewers(self) -> int:
-        body: dict[str, Any] = {"request": "info", "id": self.id}
-        if self.node.plugin_admin_key:
-            body["admin_key"] = self.node.plugin_admin_key
-        reply = await self.node.control(STREAMING).request(body)
-        return int((reply.get("info") or {}).get("viewers", 0))
-
     def forget(self) -> None:
         """The node lost it already (Janus restarted): nothing left to destroy."""
         self._destroyed = True

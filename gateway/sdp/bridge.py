@@ -10,9 +10,8 @@ gateway writes an answer for each:
 - ``A_j`` (to Janus, sent with ``start``): the viewer's transport under
   Janus's labels.
 
-The rules are the ones proven in ``/work/shared/whep-bridging.md``; each
-rule below says why it is there, because most of them come from a failure
-that was seen (Chrome drops packets stamped with an unknown mid; Janus reads
+Each rule below says why it is there, because most of them come from a
+failure that was seen (Chrome drops packets stamped with an unknown mid; Janus reads
 remote credentials only from the session or the first m-line; ...).
 
 Everything here is pure: text in, text out, no I/O.  ``gateway.sdp.model`` does
