@@ -26,7 +26,7 @@ from tests.publishers import aiortc_publisher, answer, wait_connected
 @pytest.fixture
 async def publisher(gateway: RunningGateway, http: httpx.AsyncClient) -> AsyncIterator[WhipSession]:
     pc = await aiortc_publisher(video_codec="video/VP8")
-    whip = WhipSession(gateway.http.whip("show"), http=http)
+    whip = WhipSession(gateway.whip("show"), http=http)
     response = await whip.post_offer(pc.localDescription.sdp)
     assert response.status_code == 201, response.text
     await answer(pc, whip)
@@ -58,7 +58,7 @@ async def test_play_decodes_records_and_leaves(
     mode: list[str],
 ) -> None:
     out_file = tmp_path / "out.mp4"
-    proc = await start_cli("play", gateway.http.whep("show"), "--duration", "5", "--stats",
+    proc = await start_cli("play", gateway.whep("show"), "--duration", "5", "--stats",
                            "--record", str(out_file), *mode)
     try:
         await until_viewers(http, gateway, 1)
@@ -66,7 +66,7 @@ async def test_play_decodes_records_and_leaves(
         out, err = await finish(proc)
     assert proc.returncode == 0, f"{out}\n{err}"
     lines = out.splitlines()
-    assert lines[0].startswith(f"playing {gateway.http.whep('show')}/"), out
+    assert lines[0].startswith(f"playing {gateway.whep('show')}/"), out
     assert re.search(r"video \d+ frames 320x240", out), out
     assert re.search(r"inbound-rtp video: ssrc=\d+ packets=[1-9]\d*", out), out
     assert re.search(r"inbound-rtp audio: ssrc=\d+ packets=[1-9]\d*", out), out
@@ -87,12 +87,12 @@ async def test_play_decodes_records_and_leaves(
 
 
 async def test_play_without_publisher_is_one_line(gateway: RunningGateway) -> None:
-    proc = await start_cli("play", gateway.http.whep("nobody"), "--duration", "2")
+    proc = await start_cli("play", gateway.whep("nobody"), "--duration", "2")
     out, err = await finish(proc)
     assert proc.returncode == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert lines[0].startswith(f"whip-gateway: POST {gateway.http.whep('nobody')}: 409 Conflict: "), lines[0]
+    assert lines[0].startswith(f"whip-gateway: POST {gateway.whep('nobody')}: 409 Conflict: "), lines[0]
     assert "(retry after " in lines[0]
 
 
@@ -100,7 +100,7 @@ async def test_play_api_with_server_sent_events(
     gateway: RunningGateway, publisher: WhipSession, http: httpx.AsyncClient
 ) -> None:
     """The library: play(), the SSE extension through the client's own parser, DELETE."""
-    pc, session, counter = await play(gateway.http.whep("show"))
+    pc, session, counter = await play(gateway.whep("show"))
     try:
         assert session.etag and session.location
         assert "viewercount" in session.advertised_events

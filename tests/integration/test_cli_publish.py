@@ -63,7 +63,7 @@ def progress_frames(out: str, kind: str) -> list[int]:
 async def test_publish_test_pattern_goes_live_then_away(
     gateway: RunningGateway, leaks: Leaks, http: httpx.AsyncClient
 ) -> None:
-    proc = await start_cli("publish", gateway.http.whip("clicam"), "--test-pattern", "--duration", "4")
+    proc = await start_cli("publish", gateway.whip("clicam"), "--test-pattern", "--duration", "4")
     try:
         state = await until_stream(http, gateway, "clicam")
         assert state and state["live"]
@@ -73,7 +73,7 @@ async def test_publish_test_pattern_goes_live_then_away(
         out, err = await finish(proc)
     assert proc.returncode == 0, err
     lines = out.splitlines()
-    assert lines[0].startswith(f"publishing to {gateway.http.whip('clicam')}/"), out
+    assert lines[0].startswith(f"publishing to {gateway.whip('clicam')}/"), out
     progress = [line for line in lines if line.lstrip()[:1].isdigit()]
     assert len(progress) >= 3, out  # one line a second for about four seconds
     assert any("connected" in line for line in progress), out
@@ -90,7 +90,7 @@ async def test_publish_file_as_h264(
 ) -> None:
     clip = tmp_path / "clip.mp4"
     write_clip(clip, seconds=1)  # shorter than the run: the player loops it
-    proc = await start_cli("publish", gateway.http.whip("filecam"), "--file", str(clip),
+    proc = await start_cli("publish", gateway.whip("filecam"), "--file", str(clip),
                            "--codec", "h264", "--duration", "4")
     try:
         await until_stream(http, gateway, "filecam")
@@ -158,7 +158,7 @@ def write_clip(path: Path, seconds: float) -> None:
 
 
 async def test_ctrl_c_deletes_the_session(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
-    proc = await start_cli("publish", gateway.http.whip("sigcam"), "--test-pattern")
+    proc = await start_cli("publish", gateway.whip("sigcam"), "--test-pattern")
     try:
         await until_stream(http, gateway, "sigcam")
         proc.send_signal(signal.SIGINT)

@@ -301,7 +301,7 @@ WHIP_OFFER_STATUSES = {201, 400, 413, 422}
 @example(body=re.sub(rb"m=audio \d+ ", b"m=audio 9/2 ", OFFERS["chrome_publish"], count=1))
 async def test_whip_offers(gateway: RunningGateway, leaks: Leaks, http: httpx.AsyncClient,
                            body: bytes) -> None:
-    r = await http.post(gateway.http.whip("fuzz"), content=body, headers={"Content-Type": SDP})
+    r = await http.post(gateway.whip("fuzz"), content=body, headers={"Content-Type": SDP})
     seen("WHIP POST offers", r)
     if r.status_code == 201:
         assert r.headers["content-type"].startswith(SDP)

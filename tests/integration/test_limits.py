@@ -25,7 +25,7 @@ async def test_oversized_body_is_413(start_gateway: GatewayFactory, http: httpx.
 
 async def test_oversized_request_head_is_refused(gateway, http: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
     """uvicorn's h11 parser caps a request head at 16 KiB (httptools has no cap)."""
-    r = await http.post(gateway.http.whip("h"), content="x", headers={
+    r = await http.post(gateway.whip("h"), content="x", headers={
         "Content-Type": SDP, "Authorization": "Bearer " + "x" * 65536})
     assert r.status_code in (400, 431)
 

@@ -90,7 +90,7 @@ async def test_viewer_offer_gets_answer_and_decodes_frames(
 ) -> None:
     pc, frames = await aiortc_viewer()
     try:
-        r = await watch(http, gateway.http.whep("show"), pc)
+        r = await watch(http, gateway.whep("show"), pc)
         assert r.status_code == 201, r.text
         assert r.headers["content-type"].startswith(SDP)
         location = r.headers["location"]
@@ -130,7 +130,7 @@ async def test_payload_type_variants_are_shared_and_counted(
                     {"audio": 109, "video": 120}):
             pc, frames = await aiortc_viewer()
             offer = with_payload_types(pc.localDescription.sdp, pts)
-            r = await watch(http, gateway.http.whep("show"), pc, offer)
+            r = await watch(http, gateway.whep("show"), pc, offer)
             assert r.status_code == 201, r.text
             answered = sdp.parse(r.text)
             assert [m.codecs()[0].pt for m in answered.media] == [pts["audio"], pts["video"]]
@@ -153,7 +153,7 @@ async def test_payload_type_variants_are_shared_and_counted(
 async def test_video_only_viewer(gateway: RunningGateway, live: Publisher, http: httpx.AsyncClient) -> None:
     pc, frames = await aiortc_viewer(audio=False)
     try:
-        r = await watch(http, gateway.http.whep("show"), pc)
+        r = await watch(http, gateway.whep("show"), pc)
         assert r.status_code == 201, r.text
         assert [m.kind for m in sdp.parse(r.text).media] == ["video"]
         await frames.wait(10)
@@ -170,7 +170,7 @@ async def test_no_live_publisher_is_409_with_retry_after(
 ) -> None:
     pc, _ = await aiortc_viewer()
     try:
-        r = await watch(http, gateway.http.whep("nothing"), pc)
+        r = await watch(http, gateway.whep("nothing"), pc)
         assert_problem(r, 409)
         assert int(r.headers["retry-after"]) > 0
         assert await mountpoints(leaks) == 0
@@ -179,11 +179,11 @@ async def test_no_live_publisher_is_409_with_retry_after(
 
 
 async def test_head_options_get(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
-    r = await http.head(gateway.http.whep("any"))
+    r = await http.head(gateway.whep("any"))
     assert r.status_code == 200 and r.headers["content-type"] == SDP and r.content == b""
-    r = await http.options(gateway.http.whep("any"))
+    r = await http.options(gateway.whep("any"))
     assert r.status_code == 200 and r.headers["accept-post"] == SDP
-    r = await http.get(gateway.http.whep("any"))
+    r = await http.get(gateway.whep("any"))
     assert 200 <= r.status_code < 300 and r.content == b""
 
 
@@ -192,16 +192,16 @@ async def test_bad_viewer_offers(gateway: RunningGateway, live: Publisher, leaks
     pc, _ = await aiortc_viewer()
     try:
         offer = pc.localDescription.sdp
-        assert_problem(await http.post(gateway.http.whep("show"), content=offer,
+        assert_problem(await http.post(gateway.whep("show"), content=offer,
                                        headers={"Content-Type": "text/plain"}), 415)
-        assert_problem(await http.post(gateway.http.whep("show"), content="v=0\r\nbad",
+        assert_problem(await http.post(gateway.whep("show"), content="v=0\r\nbad",
                                        headers={"Content-Type": SDP}), 400)
         sendonly = offer.replace("a=recvonly", "a=sendonly")
-        assert_problem(await http.post(gateway.http.whep("show"), content=sendonly,
+        assert_problem(await http.post(gateway.whep("show"), content=sendonly,
                                        headers={"Content-Type": SDP}), 422)
         h264_only = (await aiortc_viewer(audio=False, video_codec="video/H264"))
         try:
-            assert_problem(await watch(http, gateway.http.whep("show"), h264_only[0]), 422)
+            assert_problem(await watch(http, gateway.whep("show"), h264_only[0]), 422)
         finally:
             await h264_only[0].close()
         assert await mountpoints(leaks) <= 1  # at most the grace-period one
@@ -215,7 +215,7 @@ async def test_bad_viewer_offers(gateway: RunningGateway, live: Publisher, leaks
 async def test_empty_post_gets_counter_offer_and_patch_answer(
     gateway: RunningGateway, live: Publisher, http: httpx.AsyncClient
 ) -> None:
-    r = await http.post(gateway.http.whep("show"))
+    r = await http.post(gateway.whep("show"))
     assert r.status_code == 406, r.text
     assert r.headers["content-type"].startswith(SDP)
     assert "valid-until" in r.headers["content-type"]
@@ -256,7 +256,7 @@ async def test_trickle_and_ice_restart(
     viewer's to rewrite (native 1.4 path), and the session plays on."""
     pc, frames = await aiortc_viewer()
     try:
-        r = await watch(http, gateway.http.whep("show"), pc)
+        r = await watch(http, gateway.whep("show"), pc)
         location, etag, answer_text = r.headers["location"], r.headers["etag"], r.text
         offer = sdp.parse(pc.localDescription.sdp)
         ufrag, pwd = offer.ice_credentials()
@@ -342,7 +342,7 @@ async def read_events(http: httpx.AsyncClient, url: str, want: int, timeout: flo
 async def test_server_sent_events(gateway: RunningGateway, live: Publisher, http: httpx.AsyncClient) -> None:
     pc, _ = await aiortc_viewer()
     try:
-        r = await watch(http, gateway.http.whep("show"), pc)
+        r = await watch(http, gateway.whep("show"), pc)
         sse = {link["rel"]: link["url"] for link in r.links.values()}[SSE_REL]
         assert_problem(await http.post(sse, json=["active", "nonsense"]), 400)
         r = await http.post(sse, json=["active", "inactive", "viewercount"])

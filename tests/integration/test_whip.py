@@ -56,7 +56,7 @@ async def test_publish_reaches_janus_and_delete_frees_it(
     gateway: RunningGateway, leaks: Leaks, http: httpx.AsyncClient, codec: str, janus_codec: str
 ) -> None:
     pc = await aiortc_publisher(video_codec=codec)
-    whip = WhipSession(gateway.http.whip("cam"), http=http)
+    whip = WhipSession(gateway.whip("cam"), http=http)
     try:
         response = await whip.post_offer(pc.localDescription.sdp)
         assert response.status_code == 201, response.text
@@ -96,7 +96,7 @@ async def test_obs_shaped_offer_connects_without_candidates_or_patch(
     parsed = sdp.parse(offer)
     assert parsed.candidates == [] and parsed.attribute("ice-ufrag")
     assert [c.pt for c in parsed.media[1].codecs()] == [96]
-    whip = WhipSession(gateway.http.whip("obs"), http=http)
+    whip = WhipSession(gateway.whip("obs"), http=http)
     try:
         response = await whip.post_offer(offer)
         assert response.status_code == 201, response.text
@@ -139,7 +139,7 @@ async def test_link_headers_announce_ice_servers(
 async def test_wrong_content_type_is_415(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
     pc = await aiortc_publisher()
     try:
-        r = await http.post(gateway.http.whip("x"), content=pc.localDescription.sdp,
+        r = await http.post(gateway.whip("x"), content=pc.localDescription.sdp,
                             headers={"Content-Type": "text/plain"})
         assert_problem(r, 415)
     finally:
@@ -149,7 +149,7 @@ async def test_wrong_content_type_is_415(gateway: RunningGateway, http: httpx.As
 @pytest.mark.parametrize("body", ["", "hello", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n",
                                   "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video x RTP 96\r\n"])
 async def test_malformed_sdp_is_400(gateway: RunningGateway, http: httpx.AsyncClient, body: str) -> None:
-    assert_problem(await http.post(gateway.http.whip("x"), content=body, headers={"Content-Type": SDP}), 400)
+    assert_problem(await http.post(gateway.whip("x"), content=body, headers={"Content-Type": SDP}), 400)
 
 
 async def _offer_with(edit) -> str:  # type: ignore[no-untyped-def]
@@ -190,7 +190,7 @@ async def test_unsupported_media_is_422_and_nothing_is_created(
 ) -> None:
     """RFC 9725 section 4.4.3: no partially successful answers."""
     offer = await _offer_with(edit)
-    body = assert_problem(await http.post(gateway.http.whip("x"), content=offer,
+    body = assert_problem(await http.post(gateway.whip("x"), content=offer,
                                           headers={"Content-Type": SDP}), 422)
     assert body["detail"], why
     assert await leaks.rooms() == []
@@ -236,21 +236,21 @@ async def test_stream_keys(start_gateway: GatewayFactory, http: httpx.AsyncClien
 
 
 async def test_options_get_head(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
-    r = await http.options(gateway.http.whip("any"))
+    r = await http.options(gateway.whip("any"))
     assert r.status_code == 200 and r.headers["accept-post"] == SDP
-    r = await http.options(gateway.http.whip("any"), headers={
+    r = await http.options(gateway.whip("any"), headers={
         "Origin": "https://player.example", "Access-Control-Request-Method": "POST",
         "Access-Control-Request-Headers": "authorization, content-type"})
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] in ("*", "https://player.example")
     assert "authorization" in r.headers["access-control-allow-headers"].lower()
     for method in ("GET", "HEAD"):
-        r = await http.request(method, gateway.http.whip("any"))
+        r = await http.request(method, gateway.whip("any"))
         assert 200 <= r.status_code < 300 and r.content == b""
 
     pc = await aiortc_publisher()
     try:
-        r = await http.post(gateway.http.whip("any"), content=pc.localDescription.sdp,
+        r = await http.post(gateway.whip("any"), content=pc.localDescription.sdp,
                             headers={"Content-Type": SDP, "Origin": "https://player.example"})
         assert r.status_code == 201
         exposed = r.headers["access-control-expose-headers"].lower()
@@ -275,7 +275,7 @@ async def test_patch_trickle_and_ice_restart(
     gateway: RunningGateway, leaks: Leaks, http: httpx.AsyncClient
 ) -> None:
     pc = await aiortc_publisher()
-    whip = WhipSession(gateway.http.whip("patch"), http=http)
+    whip = WhipSession(gateway.whip("patch"), http=http)
     try:
         assert (await whip.post_offer(pc.localDescription.sdp)).status_code == 201
         await answer(pc, whip)
@@ -335,12 +335,12 @@ async def test_second_publisher_gets_409_while_first_is_healthy(
 ) -> None:
     first = await aiortc_publisher()
     second = await aiortc_publisher()
-    whip = WhipSession(gateway.http.whip("busy"), http=http)
+    whip = WhipSession(gateway.whip("busy"), http=http)
     try:
         assert (await whip.post_offer(first.localDescription.sdp)).status_code == 201
         await answer(first, whip)
         await wait_stream(http, gateway, "busy", live=True)
-        r = await http.post(gateway.http.whip("busy"), content=second.localDescription.sdp,
+        r = await http.post(gateway.whip("busy"), content=second.localDescription.sdp,
                             headers={"Content-Type": SDP})
         assert_problem(r, 409)
         assert int(r.headers["retry-after"]) > 0
@@ -429,15 +429,15 @@ async def test_publisher_that_never_connects_is_dropped(
 async def test_unknown_and_foreign_resources_are_404(gateway: RunningGateway, http: httpx.AsyncClient) -> None:
     pc = await aiortc_publisher()
     try:
-        r = await http.post(gateway.http.whip("mine"), content=pc.localDescription.sdp,
+        r = await http.post(gateway.whip("mine"), content=pc.localDescription.sdp,
                             headers={"Content-Type": SDP})
         location = r.headers["location"]
         resource = location.rsplit("/", 1)[1]
-        assert_problem(await http.delete(gateway.http.whip("mine") + "/" + secrets.token_urlsafe(24)), 404)
-        assert_problem(await http.delete(gateway.http.whip("other") + "/" + resource), 404)
-        assert_problem(await http.patch(gateway.http.whip("other") + "/" + resource, content="",
+        assert_problem(await http.delete(gateway.whip("mine") + "/" + secrets.token_urlsafe(24)), 404)
+        assert_problem(await http.delete(gateway.whip("other") + "/" + resource), 404)
+        assert_problem(await http.patch(gateway.whip("other") + "/" + resource, content="",
                                         headers={"Content-Type": SDPFRAG, "If-Match": "*"}), 404)
-        assert_problem(await http.post(gateway.http.whip("bad name!"), content="", headers={"Content-Type": SDP}), 404)
+        assert_problem(await http.post(gateway.whip("bad name!"), content="", headers={"Content-Type": SDP}), 404)
         assert (await http.delete(location)).status_code == 200
     finally:
         await pc.close()
@@ -455,7 +455,7 @@ async def test_obs_offers_for_each_codec_are_answered(
     the room takes the one video codec, the answer keeps OBS's payload types."""
     from tests.conftest import read_fixture
 
-    r = await http.post(gateway.http.whip("obs"), content=read_fixture("sdp", fixture),
+    r = await http.post(gateway.whip("obs"), content=read_fixture("sdp", fixture),
                         headers={"Content-Type": SDP, "Authorization": "Bearer anything"})
     assert r.status_code == 201, r.text
     answer_sdp = sdp.parse(r.text)
