@@ -9,10 +9,9 @@ leaving removes it (after a short grace period).  When the publisher
 reconnects, the forwarders are re-made into the same mountpoints, so
 viewers keep playing without a new POST.
 
-How a viewer's offer reaches Janus depends on the node's version:
-``native`` (Janus ≥ 1.1.4 takes the offer on ``watch``) or ``bridged``
-(1.1.2: Janus makes its own offer and ``gateway.sdp.bridge`` writes both
-answers).  Counter-offer mode (draft-03 406) hands Janus's offer to the
+How a viewer's offer reaches Janus depends on the node: ``native`` (a node
+that takes the viewer's offer on ``watch``) or ``bridged`` (Janus 1.1.2
+makes its own offer and ``gateway.sdp.bridge`` writes both answers).  Counter-offer mode (draft-03 406) hands Janus's offer to the
 viewer as it is.
 """
 
@@ -36,22 +35,15 @@ from gateway.errors import (
     UnsupportedPatch,
 )
 from gateway.core.events import EventHub
-from gateway.janus.failures import backend_error
 from gateway.core.ingest import Ingest, check_port_counts
-from gateway.janus.client import JanusError, JanusUnreachable
 from gateway.janus.node import JanusNode
-from gateway.janus.peer import PeerSignal, Signal
-from gateway.janus.streaming import MediaSpec, Mountpoint, StreamingViewer
-from gateway.janus.videoroom import ForwardTarget
+from gateway.janus.streaming import MediaSpec, Mountpoint, StreamingViewer, payload_types
 from gateway.core.placement import NodePool
 from gateway.core.streams import PublisherChange, PublisherSession, PublisherState, new_etag
 from gateway.core.viewers import StreamEgress, Variant, VariantKey, ViewerMode, ViewerSession
 
 log = logging.getLogger(__name__)
 
-NATIVE_OFFER_VERSION = 1104  # Janus 1.1.4: Streaming accepts a viewer's offer on watch
-BASE_PT = {"audio": 111, "video": 96}
-MOUNTPOINT_MID = {"audio": "a", "video": "v"}
 
 @dataclass(frozen=True)
 class EgressPolicy:
@@ -60,11 +52,29 @@ class EgressPolicy:
     mountpoint_grace: float = 3.0
     mountpoint_threads: int = 0
     janus_timeout: float = 6.0
-    retry_after: int = 5
     layers_interval: float = 2.0
     viewercount_interval: float = 1.0
     keep_variants_while_live: bool = True
     buffer_keyframe: bool = True
+
+
+class _ViewerPeer:
+    """A viewer's PeerConnection events, for the session once it exists."""
+
+    def __init__(self, egress: Egress) -> None:
+        self.egress = egress
+        self.session: ViewerSession | None = None
+
+    def peer_connected(self) -> None:
+        if self.session is not None and not self.session.ended:
+            self.egress.connected(self.session)
+
+    def peer_media(self, mid: str, receiving: bool) -> None:
+        pass  # a viewer sends no media
+
+    def peer_gone(self, reason: str) -> None:
+        if self.session is not None and not self.session.ended:
+            self.egress.gone(self.session, reason)
 
 
 class Egress:
@@ -83,7 +93,7 @@ class Egress:
         self._count_pending: set[str] = set()
         ingest.on_change(self._publisher_changed)
         for node in pool.nodes:
-            node.on_down(self._node_down)
+            node.observe(self)
 
     # -- requests ---------------------------------------------------------
 
@@ -113,13 +123,13 @@ class Egress:
         publisher = self._live_publisher(stream)
         available = _signature(publisher)
         try:
-            choices = sdp_bridge.choose_codecs(offer_text, [(k, c, f) for k, c, f, _ in available])
+            choices = sdp_bridge.choose_codecs(offer, [(m.kind, m.codec, m.fmtp) for m in available])
         except sdp_bridge.BridgeError as exc:
             raise UnsupportedMedia(str(exc)) from None
         except sdp.SdpError as exc:  # e.g. one mid on two m-lines
             raise MalformedSdp(f"the offer cannot be used: {exc}") from None
         node = self._node_for_viewer()
-        mode = ViewerMode.NATIVE if node.version >= NATIVE_OFFER_VERSION else ViewerMode.BRIDGED
+        mode = ViewerMode.NATIVE if node.takes_viewer_offers else ViewerMode.BRIDGED
         key = tuple(sorted((kind, c.payload_type) for kind, c in choices.items()))
         return await self._attach_viewer(stream, node, publisher, key, mode, offer_text, offer)
 
@@ -127,7 +137,7 @@ class Egress:
         """Draft-03 counter-offer (406): Janus's own offer goes to the viewer."""
         publisher = self._live_publisher(stream)
         node = self._node_for_viewer()
-        key = tuple(sorted((kind, BASE_PT[kind]) for kind, *_ in _signature(publisher)))
+        key = tuple(sorted(payload_types(m.kind for m in _signature(publisher)).items()))
         return await self._attach_viewer(stream, node, publisher, key, ViewerMode.COUNTER_OFFER,
                                          None, None)
 
@@ -148,10 +158,7 @@ class Egress:
         if session.bridged is not None:
             keep = set(sdp_bridge.map_trickle_candidates(fragment.candidates, session.bridged))
             candidates = [c for c in candidates if c in keep]
-        try:
-            await session.viewer.trickle(session.janus_mid, candidates, fragment.end_of_candidates)
-        except (JanusError, JanusUnreachable) as exc:
-            raise backend_error(exc, session.egress.node) from exc
+        await session.viewer.trickle(session.janus_mid, candidates, fragment.end_of_candidates)
         return None
 
     async def _restart_ice(self, session: ViewerSession, fragment: sdp.SdpFragment) -> str:
@@ -164,14 +171,12 @@ class Egress:
             raise UnsupportedPatch(f"ICE restarts are not supported for {session.mode.value} "
                                    "WHEP sessions")
         offer = sdp.after_ice_restart(sdp.parse(session.viewer_offer), fragment)
+        timeout = self.policy.janus_timeout
         try:
-            jsep = await session.viewer.watch(restart=True, timeout=self.policy.janus_timeout)
-            bridged = sdp_bridge.bridge(str(jsep.get("sdp", "")), str(offer))
-            await session.viewer.start(bridged.janus_answer, timeout=self.policy.janus_timeout)
+            janus_offer = await session.viewer.watch(restart=True, timeout=timeout)
+            bridged = sdp_bridge.bridge(janus_offer, offer)
+            await session.viewer.start(bridged.janus_answer, client_sdp=True, timeout=timeout)
             reply = sdp.fragment_of(sdp.parse(bridged.viewer_answer))
-        except (JanusError, JanusUnreachable) as exc:
-            log.warning("stream %s: viewer ICE restart failed: %s", session.stream, exc)
-            raise backend_error(exc, session.egress.node) from exc
         except (sdp.SdpError, sdp_bridge.BridgeError) as exc:
             raise UnsupportedPatch(f"the ICE restart could not be bridged: {exc}") from None
         session.bridged, session.answer, session.viewer_offer = bridged, bridged.viewer_answer, str(offer)
@@ -197,18 +202,15 @@ class Egress:
 
     async def select_layer(self, session: ViewerSession, request: dict[str, Any]) -> None:
         """Layer selection extension: rid / spatialLayerId / temporalLayerId, or automatic."""
-        if not any(s for *_, s in session.egress.signature):
+        if not any(m.simulcast for m in session.egress.signature):
             if not {"rid", "spatialLayerId", "temporalLayerId", "maxWidth", "maxHeight"} & request.keys():
                 return  # back to automatic: there is only one layer, so nothing to do
             raise UnsupportedMedia("the publisher sends no simulcast layers to choose from")
         try:
-            fields = layers.janus_choice(request, session.simulcast_rids)
+            choice = layers.choose(request, session.simulcast_rids)
         except ValueError as exc:
             raise UnsupportedMedia(str(exc)) from None
-        try:
-            await session.viewer.configure(**fields)
-        except (JanusError, JanusUnreachable) as exc:
-            raise backend_error(exc, session.egress.node) from exc
+        await session.viewer.select_layer(choice.spatial, choice.temporal)
 
     async def settled(self) -> None:
         """Finish pending teardowns now (tests and shutdown use this)."""
@@ -239,8 +241,7 @@ class Egress:
     def _live_publisher(self, stream: str) -> PublisherSession:
         publisher = self.ingest.registry.publisher_of(stream)
         if publisher is None or publisher.backend is None or publisher.state is not PublisherState.LIVE:
-            raise StreamNotLive(f"stream {stream!r} has no live publisher",
-                                retry_after=self.policy.retry_after)
+            raise StreamNotLive(f"stream {stream!r} has no live publisher")
         return publisher
 
     def _node_for_viewer(self) -> JanusNode:
@@ -252,33 +253,34 @@ class Egress:
         egress = await self._stream_egress(stream, node, publisher)
         variant = await self._variant(egress, key, publisher)
         viewer: StreamingViewer | None = None
+        peer = _ViewerPeer(self)
         try:
             session_ref: list[ViewerSession] = []
-            viewer = await StreamingViewer.attach(
-                node, variant.mountpoint.id,
-                lambda signal: session_ref and self._viewer_signal(session_ref[0], signal))
+            viewer = await StreamingViewer.attach(node, variant.mountpoint.id, peer)
             session = ViewerSession(stream=stream, mode=mode, egress=egress, variant=variant,
                                     viewer=viewer, simulcast_rids=layers.rids(publisher.offer))
+            peer.session = session
             session_ref.append(session)
             variant.viewers.add(session.id)
             if parsed is not None:
                 session.remote_ufrag = parsed.ice_credentials()[0]
                 session.video_mindex = _video_mindex(parsed)
             if mode is ViewerMode.NATIVE:
-                jsep = await viewer.watch(offer=offer, timeout=self.policy.janus_timeout)
-                session.answer = str(jsep.get("sdp", ""))
+                session.answer = await viewer.watch(offer=offer, timeout=self.policy.janus_timeout)
                 session.janus_mid = _first_mid(session.answer)
             elif mode is ViewerMode.BRIDGED:
-                jsep = await viewer.watch(timeout=self.policy.janus_timeout)
-                assert offer is not None
-                bridged = sdp_bridge.bridge(str(jsep.get("sdp", "")), offer)
-                await viewer.start(bridged.janus_answer, timeout=self.policy.janus_timeout)
+                janus_offer = await viewer.watch(timeout=self.policy.janus_timeout)
+                # A_j carries the viewer's transport (ICE, fingerprint, candidates)
+                # as it came: Janus refusing it is the viewer's 400, not a 502.
+                assert parsed is not None
+                bridged = sdp_bridge.bridge(janus_offer, parsed)
+                await viewer.start(bridged.janus_answer, client_sdp=True,
+                                   timeout=self.policy.janus_timeout)
                 session.bridged, session.answer = bridged, bridged.viewer_answer
                 session.viewer_offer = offer
                 session.janus_mid = bridged.janus_bundle_mid
             else:
-                jsep = await viewer.watch(timeout=self.policy.janus_timeout)
-                session.answer = str(jsep.get("sdp", ""))
+                session.answer = await viewer.watch(timeout=self.policy.janus_timeout)
                 session.janus_mid = _first_mid(session.answer)
                 session.video_mindex = _video_mindex(sdp.parse(session.answer))
                 session.awaiting_answer = True
@@ -293,8 +295,6 @@ class Egress:
                 raise UnsupportedMedia(str(exc)) from None
             if isinstance(exc, sdp.SdpError):
                 raise MalformedSdp(f"the offer cannot be used: {exc}") from None
-            if isinstance(exc, (JanusError, JanusUnreachable)):
-                raise backend_error(exc, node) from exc
             raise
         self._viewers[session.id] = session
         if variant.idle is not None:
@@ -317,10 +317,7 @@ class Egress:
             raise MalformedSdp(f"the answer is not valid SDP: {exc}") from None
         if any(m.direction in ("sendonly", "sendrecv") for m in answer.media if not m.rejected):
             raise UnsupportedMedia("a WHEP player's answer must be recvonly")
-        try:
-            await session.viewer.start(answer_text, timeout=self.policy.janus_timeout)
-        except (JanusError, JanusUnreachable) as exc:
-            raise backend_error(exc, session.egress.node) from exc
+        await session.viewer.start(answer_text, client_sdp=True, timeout=self.policy.janus_timeout)
         session.awaiting_answer = False
         session.remote_ufrag = answer.ice_credentials()[0]
         self._arm(session, self.policy.viewer_connect_timeout, "the viewer never connected")
@@ -344,15 +341,10 @@ class Egress:
             if variant is not None:
                 return variant
             pts = dict(key)
-            media = [MediaSpec(kind=kind, mid=MOUNTPOINT_MID[kind], codec=codec,
-                               pt=pts.get(kind, BASE_PT[kind]), fmtp=fmtp, simulcast=simulcast)
-                     for kind, codec, fmtp, simulcast in egress.signature if kind in pts]
-            try:
-                mountpoint = await Mountpoint.create(egress.node, media, label=egress.stream,
-                                                     threads=self.policy.mountpoint_threads,
-                                                     buffer_keyframe=self.policy.buffer_keyframe)
-            except (JanusError, JanusUnreachable) as exc:
-                raise backend_error(exc, egress.node) from exc
+            media = [m for m in egress.signature if m.kind in pts]
+            mountpoint = await Mountpoint.create(egress.node, media, pts, label=egress.stream,
+                                                 threads=self.policy.mountpoint_threads,
+                                                 buffer_keyframe=self.policy.buffer_keyframe)
             variant = Variant(key=key, mountpoint=mountpoint)
             egress.variants[key] = variant
             try:
@@ -372,24 +364,12 @@ class Egress:
         backend = publisher.backend
         if backend is None:
             return
-        by_kind = {s.kind: s.mid for s in backend.streams}
-        targets = []
-        for spec in variant.mountpoint.media:
-            ports = variant.mountpoint.ports.get(spec.mid)
-            if ports is None or spec.kind not in by_kind:
-                continue
-            targets.append(ForwardTarget(mid=by_kind[spec.kind], port=ports.port,
-                                         rtcp_port=ports.rtcp_port if spec.kind == "video" else None,
-                                         port_2=ports.port_2, port_3=ports.port_3))
-        host = variant.mountpoint.node.media_host if variant.mountpoint.node is not backend.node \
-            else "127.0.0.1"
         try:
-            variant.forwarders = await backend.forward(host, targets)
-        except (JanusError, JanusUnreachable) as exc:
+            variant.forwarders = await backend.forward_to(variant.mountpoint)
+        except GatewayError as exc:
             if publisher.state is not PublisherState.LIVE:  # it left while we set up
-                raise StreamNotLive(f"stream {publisher.stream!r} has no live publisher",
-                                    retry_after=self.policy.retry_after) from exc
-            raise backend_error(exc, backend.node) from exc
+                raise StreamNotLive(f"stream {publisher.stream!r} has no live publisher") from exc
+            raise
         variant.fed_by = backend
 
     # -- teardown ---------------------------------------------------------
@@ -464,16 +444,14 @@ class Egress:
         log.info("stream %s: %d mountpoint(s) now fed by publisher %s", egress.stream,
                  len(egress.variants), publisher.id[:8])
 
-    def _viewer_signal(self, session: ViewerSession, signal: PeerSignal) -> None:
-        if session.ended:
-            return
-        if signal.kind is Signal.CONNECTED:
-            session.connected = True
-            if session.timer is not None:
-                session.timer.cancel()
-                session.timer = None
-        elif signal.kind is Signal.GONE:
-            self._spawn(self.end(session, f"Janus: {signal.reason}"))
+    def connected(self, session: ViewerSession) -> None:
+        session.connected = True
+        if session.timer is not None:
+            session.timer.cancel()
+            session.timer = None
+
+    def gone(self, session: ViewerSession, reason: str) -> None:
+        self._spawn(self.end(session, f"Janus: {reason}"))
 
     async def _layers_loop(self) -> None:
         """Every few seconds, tell viewers of simulcast streams what each layer carries."""
@@ -486,8 +464,8 @@ class Egress:
                     continue
                 try:
                     bitrates = await publisher.backend.substream_bitrates()
-                except (JanusError, JanusUnreachable) as exc:
-                    log.debug("stream %s: no layer stats: %s", stream, exc)
+                except GatewayError as exc:
+                    log.debug("stream %s: no layer stats: %s", stream, exc.detail)
                     continue
                 if not bitrates:
                     continue
@@ -512,7 +490,7 @@ class Egress:
         self._count_pending.add(stream)
         loop.call_later(self.policy.viewercount_interval, send)
 
-    def _node_down(self, node: JanusNode) -> None:
+    def node_down(self, node: JanusNode) -> None:
         for viewer in [v for v in self._viewers.values() if v.egress.node is node]:
             self.events.send_to_viewer(viewer.id, "reconnect", {})
             self._spawn(self.end(viewer, f"node {node.name} went down"))
@@ -554,14 +532,14 @@ def _check_viewer_offer(offer: sdp.SessionDescription) -> None:
         raise MalformedSdp("the offer lacks ICE credentials or a DTLS fingerprint")
 
 
-def _signature(publisher: PublisherSession) -> tuple[tuple[str, str, str | None, bool], ...]:
+def _signature(publisher: PublisherSession) -> tuple[MediaSpec, ...]:
     """What a mountpoint for this publisher must carry, per kind (worked out
     once per publisher: every viewer's POST asks)."""
     backend = publisher.backend
     if backend is None:
         return ()
     if publisher.media_signature is not None:
-        return publisher.media_signature  # type: ignore[return-value]
+        return publisher.media_signature
     try:
         answer = sdp.parse(backend.answer)
     except sdp.SdpError:
@@ -576,9 +554,9 @@ def _signature(publisher: PublisherSession) -> tuple[tuple[str, str, str | None,
                 if media.mid == stream.mid:
                     codecs = [c for c in media.codecs() if c.key == "h264"]
                     fmtp = codecs[0].fmtp if codecs else None
-        out.append((stream.kind, stream.codec, fmtp, stream.simulcast))
+        out.append(MediaSpec(stream.kind, stream.codec, fmtp, stream.simulcast))
     publisher.media_signature = tuple(out)
-    return publisher.media_signature  # type: ignore[return-value]
+    return publisher.media_signature
 
 
 def _video_mindex(desc: sdp.SessionDescription) -> str:

@@ -1,9 +1,9 @@
 """WHIP ingest: publish, trickle, ICE restart, end, and watching publishers.
 
 This is the domain behind ``gateway.http.whip``.  It decides what an offer may
-carry, which node takes it, when a publisher counts as gone, and maps the
-backend's failures to the errors a client sees.  It never sees a Request and
-never builds Janus JSON.
+carry, which node takes it, and when a publisher counts as gone.  It never
+sees a Request and never builds Janus JSON; Janus failures arrive already
+translated (``gateway.janus.failures``).
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ from typing import Callable
 from gateway.sdp import model as sdp
 from gateway.core.auth import StreamKeys
 from gateway.errors import (
+    GatewayError,
     MalformedSdp,
     MediaServerUnavailable,
     ResourceNotFound,
     StreamBusy,
     UnsupportedMedia,
 )
-from gateway.janus.failures import backend_error
-from gateway.janus.client import JanusError, JanusUnreachable
 from gateway.janus.node import JanusNode
-from gateway.janus.peer import PeerSignal, Signal
 from gateway.janus.videoroom import RoomOptions, RoomPublisher
 from gateway.core.placement import NodePool
 from gateway.core.streams import (
@@ -57,6 +55,23 @@ class IngestPolicy:
     setup_deadline: float = 6.5
 
 
+class _PublisherPeer:
+    """A publisher's PeerConnection events, for ``Ingest``."""
+
+    def __init__(self, ingest: Ingest, session: PublisherSession) -> None:
+        self.ingest, self.session = ingest, session
+
+    def peer_connected(self) -> None:
+        pass  # media arriving, not ICE, makes a publisher live
+
+    def peer_media(self, mid: str, receiving: bool) -> None:
+        self.ingest.media_changed(self.session, mid, receiving)
+
+    def peer_gone(self, reason: str) -> None:
+        if self.session.state is not PublisherState.ENDED:
+            self.ingest.end_soon(self.session, f"Janus: {reason}")
+
+
 @dataclass(frozen=True)
 class PatchResult:
     """A trickle gives nothing back; an ICE restart gives a fragment and ETag."""
@@ -74,7 +89,7 @@ class Ingest:
         self._ending: set[asyncio.Task[None]] = set()
         self._listeners: list[Callable[[PublisherSession, PublisherChange], None]] = []
         for node in pool.nodes:
-            node.on_down(self._node_down)
+            node.observe(self)
 
     def on_change(self, listener: Callable[[PublisherSession, PublisherChange], None]) -> None:
         """Hear about publishers joining, going live, stalling and ending."""
@@ -103,7 +118,7 @@ class Ingest:
         self._check_offer(offer)
         old = self.registry.publisher_of(stream)
         if old is not None and old.holds_stream(self.policy.connect_timeout):
-            raise StreamBusy(f"stream {stream!r} is already being published", retry_after=5)
+            raise StreamBusy(f"stream {stream!r} is already being published")
         node = self.pool.for_publisher()
         session = PublisherSession(stream=stream, offer=offer, node_name=node.name)
         session.remote_ufrag, session.remote_pwd = offer.ice_credentials()
@@ -116,7 +131,7 @@ class Ingest:
             async with asyncio.timeout(self.policy.setup_deadline):
                 session.backend = await RoomPublisher.open(
                     node, offer=offer_text, display=stream, options=self._room_options(),
-                    on_signal=lambda signal: self._on_signal(session, signal),
+                    observer=_PublisherPeer(self, session),
                     timeout=self.policy.janus_timeout,
                 )
         except BaseException as exc:
@@ -126,8 +141,6 @@ class Ingest:
                 raise MediaServerUnavailable(
                     f"media server {node.name} did not set up the session within "
                     f"{self.policy.setup_deadline:g} s") from exc
-            if isinstance(exc, Exception):
-                raise backend_error(exc, node) from exc
             raise
         if session.state is PublisherState.ENDED:  # the node died while we waited
             self.registry.remove(session)
@@ -149,10 +162,7 @@ class Ingest:
             return await self._restart_ice(session, fragment)
         backend = _backend(session)
         candidates = fragment.candidates_for_ufrag(session.remote_ufrag)
-        try:
-            await backend.trickle(_bundle_mid(session), candidates, fragment.end_of_candidates)
-        except (JanusError, JanusUnreachable) as exc:
-            raise backend_error(exc, backend.node) from exc
+        await backend.trickle(_bundle_mid(session), candidates, fragment.end_of_candidates)
         return PatchResult()
 
     async def end(self, session: PublisherSession) -> None:
@@ -209,46 +219,44 @@ class Ingest:
         backend = _backend(session)
         offer = sdp.after_ice_restart(session.offer, frag)
         try:
-            answer_text = await backend.renegotiate(str(offer), timeout=self.policy.janus_timeout)
-            fragment = sdp.fragment_of(sdp.parse(answer_text))
-        except (JanusError, JanusUnreachable, sdp.SdpError) as exc:
-            log.warning("stream %s: ICE restart failed: %s", session.stream, exc)
-            raise backend_error(exc, backend.node) from exc
+            answer = await backend.renegotiate(str(offer), timeout=self.policy.janus_timeout)
+        except GatewayError as exc:
+            log.warning("stream %s: ICE restart failed: %s", session.stream, exc.detail)
+            raise
+        fragment = sdp.fragment_of(answer)
         session.offer = offer
         session.remote_ufrag, session.remote_pwd = frag.ice_ufrag, frag.ice_pwd
         session.etag = new_etag()
         return PatchResult(fragment=fragment, etag=session.etag)
 
-    def _on_signal(self, session: PublisherSession, signal: PeerSignal) -> None:
+    def media_changed(self, session: PublisherSession, mid: str, receiving: bool) -> None:
+        """Janus started or stopped receiving the publisher's media on ``mid``."""
         if session.state is PublisherState.ENDED:
             return
-        if signal.kind is Signal.GONE:
-            self._end_soon(session, f"Janus: {signal.reason}")
-        elif signal.kind is Signal.MEDIA and signal.mid is not None:
-            session.receiving[signal.mid] = bool(signal.receiving)
-            if any(session.receiving.values()):
-                self._disarm(session)
-                if session.state is not PublisherState.LIVE:
-                    log.info("stream %s: live", session.stream)
-                    session.set_state(PublisherState.LIVE)
-                    self._tell(session, PublisherChange.LIVE)
-            elif session.state is PublisherState.LIVE:
-                log.info("stream %s: media stopped", session.stream)
-                session.set_state(PublisherState.STALLED)
-                self._arm(session, self.policy.media_timeout, "media stopped")
-                self._tell(session, PublisherChange.STALLED)
+        session.receiving[mid] = receiving
+        if any(session.receiving.values()):
+            self._disarm(session)
+            if session.state is not PublisherState.LIVE:
+                log.info("stream %s: live", session.stream)
+                session.set_state(PublisherState.LIVE)
+                self._tell(session, PublisherChange.LIVE)
+        elif session.state is PublisherState.LIVE:
+            log.info("stream %s: media stopped", session.stream)
+            session.set_state(PublisherState.STALLED)
+            self._arm(session, self.policy.media_timeout, "media stopped")
+            self._tell(session, PublisherChange.STALLED)
 
     def _arm(self, session: PublisherSession, delay: float, reason: str) -> None:
         self._disarm(session)
         loop = asyncio.get_running_loop()
-        session.timer = loop.call_later(delay, self._end_soon, session, reason)
+        session.timer = loop.call_later(delay, self.end_soon, session, reason)
 
     def _disarm(self, session: PublisherSession) -> None:
         if session.timer is not None:
             session.timer.cancel()
             session.timer = None
 
-    def _end_soon(self, session: PublisherSession, reason: str) -> None:
+    def end_soon(self, session: PublisherSession, reason: str) -> None:
         if session.closing is None and session.state is not PublisherState.ENDED:
             session.closing = asyncio.create_task(self._end(session, reason))
             self._ending.add(session.closing)
@@ -274,12 +282,13 @@ class Ingest:
             self._tell(session, PublisherChange.ENDED)
             await session.backend.close()
 
-    def _node_down(self, node: JanusNode) -> None:
+    def node_down(self, node: JanusNode) -> None:
+        """End what lived on the node; a set-up still running there fails (503)."""
         for session in self.registry.sessions():
             if session.node_name != node.name:
                 continue
             if session.backend is not None:
-                self._end_soon(session, f"node {node.name} went down")
+                self.end_soon(session, f"node {node.name} went down")
             else:  # still being set up: publish() sees this and fails with 503
                 session.set_state(PublisherState.ENDED)
 

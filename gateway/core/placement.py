@@ -40,7 +40,7 @@ class NodePool:
     def _least_loaded(self, role: str) -> JanusNode:
         candidates = [n for n in self.healthy() if n.role in (role, "both")]
         if not candidates:
-            raise MediaServerUnavailable(f"no {role} Janus node is up", retry_after=2)
+            raise MediaServerUnavailable(f"no {role} Janus node is up")
         return min(candidates, key=lambda n: n.load)
 
     def for_publisher(self) -> JanusNode:

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from gateway.janus.streaming import MediaSpec
     from gateway.janus.videoroom import RoomPublisher
     from gateway.sdp.model import SessionDescription
 
@@ -53,7 +54,7 @@ class PublisherSession:
     etag: str = field(default_factory=new_etag)
     backend: RoomPublisher | None = None
     node_name: str | None = None  # where its set-up runs, known before the backend exists
-    media_signature: tuple[object, ...] | None = None  # egress's view of its media, cached
+    media_signature: tuple[MediaSpec, ...] | None = None  # what a mountpoint must carry, cached
     state: PublisherState = PublisherState.CONNECTING
     created_at: float = field(default_factory=time.monotonic)
     state_since: float = field(default_factory=time.monotonic)

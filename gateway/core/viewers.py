@@ -12,7 +12,7 @@ from enum import Enum
 
 from gateway.sdp import bridge as sdp_bridge
 from gateway.janus.node import JanusNode
-from gateway.janus.streaming import Mountpoint, StreamingViewer
+from gateway.janus.streaming import MediaSpec, Mountpoint, StreamingViewer
 from gateway.janus.videoroom import RoomPublisher
 from gateway.core.streams import new_etag, new_resource_id
 
@@ -44,7 +44,7 @@ class StreamEgress:
 
     stream: str
     node: JanusNode
-    signature: tuple[tuple[str, str, str | None, bool], ...]  # (kind, codec, fmtp, simulcast)
+    signature: tuple[MediaSpec, ...]
     variants: dict[VariantKey, Variant] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
