@@ -22,6 +22,7 @@ from gateway.core.egress import Egress, EgressPolicy
 from gateway.errors import GatewayError
 from gateway.core.events import EventHub
 from gateway.core.ingest import Ingest, IngestPolicy
+from gateway.core.streams import StreamRegistry
 from gateway.backend import Backend, build_backend
 from gateway.http.logredact import install_log_redaction
 from gateway.http.problems import gateway_error_handler, http_error_handler, unexpected_error_handler
@@ -30,12 +31,12 @@ from gateway.http.ratelimit import RateLimits
 
 async def list_streams(request: Request) -> JSONResponse:
     """What is published right now, for people and scripts (``curl /api/streams``)."""
-    ingest: Ingest = request.app.state.ingest
+    registry: StreamRegistry = request.app.state.streams
     egress: Egress = request.app.state.egress
     streams = {
         name: {"live": s.state.value == "live", "viewers": egress.viewer_count(name),
                "publisher": s.describe()}
-        for name, s in ingest.registry.streams().items()
+        for name, s in registry.streams().items()
     }
     return JSONResponse({"streams": streams})
 
@@ -62,6 +63,7 @@ SERVER_OPTIONS = {
 
 def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     backend = backend or build_backend(settings)
+    registry = StreamRegistry()  # where ingest announces publishers and egress hears them
     ingest = Ingest(
         backend.pool,
         StreamKeys(settings.stream_keys),
@@ -72,10 +74,11 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             connect_timeout=settings.publisher_connect_timeout,
             media_timeout=settings.publisher_media_timeout,
         ),
+        registry,
     )
 
     egress = Egress(
-        backend.pool, ingest, ViewerTokens(settings.viewer_keys, settings.viewer_jwt_secret),
+        backend.pool, registry, ViewerTokens(settings.viewer_keys, settings.viewer_jwt_secret),
         EventHub(),
         EgressPolicy(
             viewer_connect_timeout=settings.viewer_connect_timeout,
@@ -124,6 +127,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     )
     app.state.settings = settings
     app.state.backend = backend
+    app.state.streams = registry
     app.state.ingest = ingest
     app.state.egress = egress
     app.state.rate_limits = RateLimits(settings.rate_limit_per_client, settings.rate_limit_per_stream)

@@ -1,9 +1,10 @@
 """WHIP ingest: publish, trickle, ICE restart, end, and watching publishers.
 
-This is the domain behind ``gateway.http.whip``.  It decides what an offer may
-carry, which node takes it, and when a publisher counts as gone.  It never
-sees a Request and never builds Janus JSON; Janus failures arrive already
-translated (``gateway.janus.failures``).
+This is the domain behind ``gateway.http.whip``.  It decides which node takes
+an offer (``offers.py`` checks what it may carry), when a publisher counts as
+gone, and announces publisher changes on the ``StreamRegistry``, where the
+egress side hears them.  It never sees a Request and never builds Janus JSON;
+Janus failures arrive already translated (``gateway.janus.failures``).
 """
 
 from __future__ import annotations
@@ -11,20 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Callable
 
-from gateway.sdp import model as sdp
+from gateway.core import offers
 from gateway.core.auth import StreamKeys
-from gateway.errors import (
-    GatewayError,
-    MalformedSdp,
-    MediaServerUnavailable,
-    ResourceNotFound,
-    StreamBusy,
-    UnsupportedMedia,
-)
-from gateway.janus.node import JanusNode
-from gateway.janus.videoroom import RoomOptions, RoomPublisher
 from gateway.core.placement import NodePool
 from gateway.core.streams import (
     PublisherChange,
@@ -33,15 +23,12 @@ from gateway.core.streams import (
     StreamRegistry,
     new_etag,
 )
+from gateway.errors import GatewayError, MediaServerUnavailable, ResourceNotFound, StreamBusy
+from gateway.janus.node import JanusNode
+from gateway.janus.videoroom import RoomOptions, RoomPublisher
+from gateway.sdp import model as sdp
 
 log = logging.getLogger(__name__)
-
-# Janus codec names (room settings) -> rtpmap encoding names in offers.
-RTPMAP_NAMES = {
-    "opus": "opus", "multiopus": "multiopus", "pcmu": "pcmu", "pcma": "pcma", "g722": "g722",
-    "isac16": "isac", "isac32": "isac",
-    "h264": "h264", "vp8": "vp8", "vp9": "vp9", "av1": "av1", "h265": "h265",
-}
 
 
 @dataclass(frozen=True)
@@ -53,6 +40,14 @@ class IngestPolicy:
     media_timeout: float = 5.0
     janus_timeout: float = 6.0
     setup_deadline: float = 6.5
+
+
+@dataclass(frozen=True)
+class PatchResult:
+    """A trickle gives nothing back; an ICE restart gives a fragment and ETag."""
+
+    fragment: str | None = None
+    etag: str | None = None
 
 
 class _PublisherPeer:
@@ -72,35 +67,16 @@ class _PublisherPeer:
             self.ingest.end_soon(self.session, f"Janus: {reason}")
 
 
-@dataclass(frozen=True)
-class PatchResult:
-    """A trickle gives nothing back; an ICE restart gives a fragment and ETag."""
-
-    fragment: str | None = None
-    etag: str | None = None
-
-
 class Ingest:
-    def __init__(self, pool: NodePool, keys: StreamKeys, policy: IngestPolicy) -> None:
+    def __init__(self, pool: NodePool, keys: StreamKeys, policy: IngestPolicy,
+                 registry: StreamRegistry | None = None) -> None:
         self.pool = pool
         self.keys = keys
         self.policy = policy
-        self.registry = StreamRegistry()
+        self.registry = registry or StreamRegistry()
         self._ending: set[asyncio.Task[None]] = set()
-        self._listeners: list[Callable[[PublisherSession, PublisherChange], None]] = []
         for node in pool.nodes:
             node.observe(self)
-
-    def on_change(self, listener: Callable[[PublisherSession, PublisherChange], None]) -> None:
-        """Hear about publishers joining, going live, stalling and ending."""
-        self._listeners.append(listener)
-
-    def _tell(self, session: PublisherSession, change: PublisherChange) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(session, change)
-            except Exception:
-                log.exception("publisher listener failed on %s", change.value)
 
     # -- requests ---------------------------------------------------------
 
@@ -114,8 +90,9 @@ class Ingest:
         return found
 
     async def publish(self, stream: str, offer_text: str) -> PublisherSession:
-        offer = _parse(offer_text)
-        self._check_offer(offer)
+        offer = offers.parse_offer(offer_text)
+        offers.check_publish_offer(offer, video_codecs=self.policy.video_codecs,
+                                   audio_codecs=self.policy.audio_codecs)
         old = self.registry.publisher_of(stream)
         if old is not None and old.holds_stream(self.policy.connect_timeout):
             raise StreamBusy(f"stream {stream!r} is already being published")
@@ -147,17 +124,14 @@ class Ingest:
             await session.backend.close()
             raise MediaServerUnavailable(f"node {node.name} went down during set-up")
         self._arm(session, self.policy.connect_timeout, "no media within the connect timeout")
-        self._tell(session, PublisherChange.PUBLISHED)
+        self.registry.announce(session, PublisherChange.PUBLISHED)
         log.info("stream %s: publisher %s on %s (%s)", stream, session.id[:8], node.name,
                  ", ".join(f"{s.kind} {s.codec}" for s in session.backend.streams))
         return session
 
     async def patch(self, session: PublisherSession, fragment_text: str) -> PatchResult:
         """RFC 9725 section 4.3: a trickle, or an ICE restart if the ufrag is new."""
-        try:
-            fragment = sdp.parse_fragment(fragment_text)
-        except sdp.SdpError as exc:
-            raise MalformedSdp(f"bad trickle-ice-sdpfrag: {exc}") from None
+        fragment = offers.read_fragment(fragment_text)
         if fragment.ice_ufrag and fragment.ice_ufrag != session.remote_ufrag:
             return await self._restart_ice(session, fragment)
         backend = _backend(session)
@@ -172,40 +146,6 @@ class Ingest:
         await asyncio.gather(*(self._end(s, "gateway stopping") for s in self.registry.sessions()))
 
     # -- internals --------------------------------------------------------
-
-    def _check_offer(self, offer: sdp.SessionDescription) -> None:
-        """RFC 9725 sections 4.2 and 4.4: what a publish offer may carry."""
-        check_port_counts(offer)
-        active = [m for m in offer.media if not m.rejected]
-        if not active:
-            raise UnsupportedMedia("the offer has no media to publish")
-        for kind in ("audio", "video"):
-            if sum(1 for m in active if m.kind == kind) > 1:
-                raise UnsupportedMedia(f"more than one {kind} track (RFC 9725 section 4.4.2)")
-        for media in active:
-            if media.kind not in ("audio", "video"):
-                raise UnsupportedMedia(f"{media.kind} m-lines are not supported")
-            if "SAVPF" not in media.proto:
-                raise UnsupportedMedia(f"protocol {media.proto} is not WebRTC (UDP/TLS/RTP/SAVPF)")
-            if media.direction in ("recvonly", "inactive"):
-                raise UnsupportedMedia(
-                    f"a publish offer must be sendonly or sendrecv, not {media.direction}"
-                )
-            wanted = self.policy.video_codecs if media.kind == "video" else self.policy.audio_codecs
-            names = {RTPMAP_NAMES[c] for c in wanted.split(",")}
-            offered = {c.key for c in media.codecs()}
-            if not names & offered:
-                raise UnsupportedMedia(
-                    f"no supported {media.kind} codec in the offer "
-                    f"(offered: {sorted(offered) or 'none'}; supported: {wanted})"
-                )
-        if len(active) > 1 and not set(m.mid for m in active) <= set(offer.bundle_mids):
-            raise UnsupportedMedia("all media must be in one BUNDLE group (RFC 9725 section 4.4.1)")
-        ufrag, pwd = offer.ice_credentials()
-        if not ufrag or not pwd:
-            raise MalformedSdp("the offer has no ice-ufrag/ice-pwd")
-        if not offer.fingerprint():
-            raise MalformedSdp("the offer has no DTLS fingerprint")
 
     def _room_options(self) -> RoomOptions:
         return RoomOptions(
@@ -239,12 +179,12 @@ class Ingest:
             if session.state is not PublisherState.LIVE:
                 log.info("stream %s: live", session.stream)
                 session.set_state(PublisherState.LIVE)
-                self._tell(session, PublisherChange.LIVE)
+                self.registry.announce(session, PublisherChange.LIVE)
         elif session.state is PublisherState.LIVE:
             log.info("stream %s: media stopped", session.stream)
             session.set_state(PublisherState.STALLED)
             self._arm(session, self.policy.media_timeout, "media stopped")
-            self._tell(session, PublisherChange.STALLED)
+            self.registry.announce(session, PublisherChange.STALLED)
 
     def _arm(self, session: PublisherSession, delay: float, reason: str) -> None:
         self._disarm(session)
@@ -279,7 +219,7 @@ class Ingest:
         self.registry.remove(session)
         log.info("stream %s: publisher %s ended: %s", session.stream, session.id[:8], reason)
         if session.backend is not None:
-            self._tell(session, PublisherChange.ENDED)
+            self.registry.announce(session, PublisherChange.ENDED)
             await session.backend.close()
 
     def node_down(self, node: JanusNode) -> None:
@@ -291,22 +231,6 @@ class Ingest:
                 self.end_soon(session, f"node {node.name} went down")
             else:  # still being set up: publish() sees this and fails with 503
                 session.set_state(PublisherState.ENDED)
-
-
-def check_port_counts(offer: sdp.SessionDescription) -> None:
-    """``m=audio 9/2 ...`` is RFC 8866 SDP, but not WebRTC, and Janus 1.1.2 cannot
-    parse it: it drops its own answer and never replies (a 6 s timeout, 503)."""
-    for media in offer.media:
-        if media.port_count is not None:
-            raise MalformedSdp(f"m={media.kind} gives a number of ports ({media.port}/{media.port_count}); "
-                               "a WebRTC m-line has one port")
-
-
-def _parse(text: str) -> sdp.SessionDescription:
-    try:
-        return sdp.parse(text)
-    except sdp.SdpError as exc:
-        raise MalformedSdp(f"the offer is not valid SDP: {exc}") from None
 
 
 def _backend(session: PublisherSession) -> RoomPublisher:

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from gateway.core.auth import token_from
 from gateway.config import Settings
 from gateway.core.egress import Egress, ViewerSession
-from gateway.errors import MalformedBody, ResourceNotFound, UnsupportedContentType
+from gateway.errors import MalformedBody, UnsupportedContentType
 from gateway.core.events import EVENTS
 from gateway.http.exchange import (
     absolute_url,
@@ -36,7 +36,6 @@ SDP = "application/sdp"
 SDPFRAG = "application/trickle-ice-sdpfrag"
 SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 LAYER_REL = "urn:ietf:params:whep:ext:core:layer"
-MAX_LAYER_INT = 2**31 - 1
 
 
 def _egress(request: Request) -> Egress:
@@ -90,8 +89,7 @@ async def endpoint(request: Request) -> Response:
         raise UnsupportedContentType("an offer must be sent as application/sdp")
     if not offer.strip() or _settings(request).whep_counter_offer:
         session = await egress.counter_offer(stream)
-        valid_until = datetime.now(timezone.utc) + timedelta(
-            seconds=egress.policy.counter_offer_validity)
+        valid_until = datetime.now(timezone.utc) + timedelta(seconds=session.answer_valid_for)
         response = Response(session.answer, status_code=406, headers={
             "Content-Type": f'{SDP}; valid-until="{format_datetime(valid_until, usegmt=True)}"'})
     else:
@@ -114,9 +112,11 @@ async def session_resource(request: Request) -> Response:
         return Response(status_code=200)
     kind = media_type(request)
     body = await read_text(request, expected=(SDPFRAG, SDP))
-    if kind == SDPFRAG:
-        check_if_match(request, session.etag)
-    fragment = await egress.patch(session, kind, body)
+    if kind == SDP:  # counter-offer mode: the player's answer
+        await egress.answer(session, body)
+        return Response(status_code=204)
+    check_if_match(request, session.etag)
+    fragment = await egress.trickle(session, body)
     if fragment is None:
         return Response(status_code=204)
     return Response(fragment, status_code=200, media_type=SDPFRAG, headers={"ETag": session.etag})
@@ -128,22 +128,10 @@ async def events_resource(request: Request) -> Response:
         return Response(status_code=200, headers={"Accept-Post": "application/json"})
     session = _session(request)
     names = await _json(request)
-    if names in (None, []):
-        names = list(EVENTS)
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+    if names is not None and (not isinstance(names, list)
+                              or not all(isinstance(n, str) for n in names)):
         raise MalformedBody("the body must be a JSON array of event names")
-    unknown = [n for n in names if n not in EVENTS]
-    if unknown:
-        raise MalformedBody(f"unsupported event(s) {unknown}; supported: {list(EVENTS)}")
-    egress = _egress(request)
-    initial: list[tuple[str, dict[str, Any]]] = []
-    if egress.publisher_live(session.stream):
-        initial.append(("active", {}))  # never an initial "inactive" (section 4.2)
-    initial.append(("viewercount", {"viewercount": egress.viewer_count(session.stream)}))
-    layers = egress.layers_event(session)
-    if layers:
-        initial.append(("layers", layers))
-    subscription = egress.events.subscribe(session.stream, session.id, names, initial)
+    subscription = _egress(request).open_events(session, names)
     location = absolute_url(request, _settings(request).public_url, "whep", session.stream,
                             session.id, "sse", subscription.id)
     return Response(status_code=201, headers={"Location": location})
@@ -152,11 +140,9 @@ async def events_resource(request: Request) -> Response:
 async def event_stream(request: Request) -> Response:
     session = _session(request)
     egress = _egress(request)
-    subscription = egress.events.get(session.id, request.path_params["events"])
-    if subscription is None:
-        raise ResourceNotFound("no such event stream")
+    subscription = egress.event_stream(session, request.path_params["events"])
     if request.method == "DELETE":
-        egress.events.close(subscription.id)
+        egress.close_events(subscription)
         return Response(status_code=200)
 
     async def generate() -> AsyncIterator[dict[str, str]]:
@@ -175,17 +161,7 @@ async def layer_resource(request: Request) -> Response:
     if request.method == "OPTIONS":
         return Response(status_code=200, headers={"Accept-Post": "application/json"})
     session = _session(request)
-    body = await _json(request)
-    if not isinstance(body, dict):
-        raise MalformedBody("the body must be a JSON object")
-    for field in ("spatialLayerId", "temporalLayerId", "maxWidth", "maxHeight"):
-        # bool is an int to Python; and Janus refuses integers past 64 bits (502 otherwise)
-        value = body.get(field, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_LAYER_INT:
-            raise MalformedBody(f"{field} must be an integer from 0 to {MAX_LAYER_INT}")
-    if "rid" in body and not isinstance(body["rid"], str):
-        raise MalformedBody("rid must be a string")
-    await _egress(request).select_layer(session, body)
+    await _egress(request).select_layer(session, await _json(request))
     return Response(status_code=200)
 
 
