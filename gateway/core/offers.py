@@ -10,11 +10,14 @@ parses the client's SDP again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 from gateway.errors import MalformedSdp, UnsupportedMedia
 from gateway.janus.streaming import MediaSpec
 from gateway.sdp import bridge as sdp_bridge
 from gateway.sdp import model as sdp
+
+T = TypeVar("T")
 
 # Janus codec names (room settings) -> rtpmap encoding names in offers.
 RTPMAP_NAMES = {
@@ -24,11 +27,16 @@ RTPMAP_NAMES = {
 }
 
 
-def parse_offer(text: str, what: str = "offer") -> sdp.SessionDescription:
+def _read(parse: Callable[[str], T], text: str, failure: str) -> T:
+    """Client text read by ``parse``; unreadable is the client's 400."""
     try:
-        return sdp.parse(text)
+        return parse(text)
     except sdp.SdpError as exc:
-        raise MalformedSdp(f"the {what} is not valid SDP: {exc}") from None
+        raise MalformedSdp(f"{failure}: {exc}") from None
+
+
+def parse_offer(text: str, what: str = "offer") -> sdp.SessionDescription:
+    return _read(sdp.parse, text, f"the {what} is not valid SDP")
 
 
 def check_port_counts(offer: sdp.SessionDescription) -> None:
@@ -136,10 +144,7 @@ def read_viewer_answer(text: str) -> sdp.SessionDescription:
 
 def read_fragment(text: str) -> sdp.SdpFragment:
     """A PATCH body of RFC 8840 trickle-ice-sdpfrag."""
-    try:
-        return sdp.parse_fragment(text)
-    except sdp.SdpError as exc:
-        raise MalformedSdp(f"bad trickle-ice-sdpfrag: {exc}") from None
+    return _read(sdp.parse_fragment, text, "bad trickle-ice-sdpfrag")
 
 
 def video_mindex(desc: sdp.SessionDescription) -> str:

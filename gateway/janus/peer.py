@@ -55,11 +55,23 @@ class JanusPeer:
 
     node: JanusNode
     handle: JanusHandle
+    _closed: bool = False
 
     async def trickle(self, mid: str, candidates: list[str], completed: bool) -> None:
         """The client's trickled candidates (RFC 8840 sdpfrag, already read)."""
         with janus_call(self.node.name, client_sdp=True):
             await self.handle.trickle(mid, candidates, completed)
+
+
+    def _leave(self) -> bool:
+        """Mark the peer closed and give its load back to the node.  False if
+        it was closed already, or its node is down (and every handle with it):
+        then there is nothing left to tell Janus."""
+        if self._closed:
+            return False
+        self._closed = True
+        self.node.load = max(0, self.node.load - 1)
+        return self.node.healthy
 
 
 async def quietly(awaitable: Any) -> None:

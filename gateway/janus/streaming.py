@@ -146,7 +146,6 @@ class StreamingViewer(JanusPeer):
     """One viewer handle on a mountpoint."""
 
     mountpoint_id: int = 0
-    _closed: bool = False
 
     @classmethod
     async def attach(cls, node: JanusNode, mountpoint_id: int,
@@ -188,9 +187,6 @@ class StreamingViewer(JanusPeer):
                                        **configure_fields(spatial, temporal)})
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.node.load = max(0, self.node.load - 1)
-        if self.node.healthy:
+        """Detaching hangs up the viewer's PeerConnection.  Safe to call twice."""
+        if self._leave():
             await quietly(self.handle.detach())

@@ -50,7 +50,6 @@ class RoomPublisher(JanusPeer):
     publisher_id: int = 0
     answer: str = ""
     streams: list[PublishedStream] = field(default_factory=list)
-    _closed: bool = False
     # Janus 1.1.2 aborts (g_mutex_clear on a locked mutex) when a stop_rtp_forward
     # runs while the publisher is being hung up or its room destroyed: the two never overlap.
     _forwarding: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
@@ -182,12 +181,8 @@ class RoomPublisher(JanusPeer):
 
     async def close(self) -> None:
         """Leave, detach, destroy the room.  Safe to call twice or on a dead node."""
-        if self._closed:
-            return
-        self._closed = True
-        self.node.load = max(0, self.node.load - 1)
-        if not self.node.healthy:
-            return  # the node's session died, and every handle with it
+        if not self._leave():
+            return  # closed already, or the node's session died with every handle
         async with self._forwarding:  # wait out a stop_rtp_forward in flight
             pass
         await quietly(self.handle.detach())  # detaching hangs up the PeerConnection
