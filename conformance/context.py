@@ -35,12 +35,11 @@ import httpx
 from aiortc import RTCPeerConnection
 
 from gateway.clients.whep import FrameCounter, links_by_rel, parse_links
+from gateway.protocol import SDP, SDPFRAG
 
 from .offers import Offers
 from .runner import Fail, RateLimited, Skip
 
-SDP = "application/sdp"
-SDPFRAG = "application/trickle-ice-sdpfrag"
 PLACEHOLDER = "{stream}"
 USER_AGENT = "whip-whep-conformance/0.1"
 Kind = Literal["whip", "whep"]

@@ -23,6 +23,7 @@ from gateway.core.egress import Egress, EgressPolicy
 from gateway.errors import GatewayError, ResourceNotFound
 from gateway.core.events import EventHub
 from gateway.core.ingest import Ingest, IngestPolicy
+from gateway.core.streams import StreamRegistry
 from gateway.backend import Backend, build_backend
 from gateway.http.logredact import install_log_redaction
 from gateway.http.problems import gateway_error_handler, http_error_handler, unexpected_error_handler
@@ -39,10 +40,10 @@ async def list_streams(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
     if settings.public_listing == "off":
         raise ResourceNotFound("the stream list is not public (public_listing = off)")
-    ingest: Ingest = request.app.state.ingest
+    registry: StreamRegistry = request.app.state.streams
     egress: Egress = request.app.state.egress
     streams: dict[str, dict[str, object]] = {}
-    for name, s in ingest.registry.streams().items():
+    for name, s in registry.streams().items():
         entry: dict[str, object] = {"live": s.state.value == "live"}
         if settings.public_listing == "details":
             described = s.describe()
@@ -76,6 +77,7 @@ SERVER_OPTIONS = {
 
 def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     backend = backend or build_backend(settings)
+    registry = StreamRegistry()  # where ingest announces publishers and egress hears them
     ingest = Ingest(
         backend.pool,
         StreamKeys(settings.stream_keys),
@@ -86,10 +88,11 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             connect_timeout=settings.publisher_connect_timeout,
             media_timeout=settings.publisher_media_timeout,
         ),
+        registry,
     )
 
     egress = Egress(
-        backend.pool, ingest, ViewerTokens(settings.viewer_keys, settings.viewer_jwt_secret),
+        backend.pool, registry, ViewerTokens(settings.viewer_keys, settings.viewer_jwt_secret),
         EventHub(),
         EgressPolicy(
             viewer_connect_timeout=settings.viewer_connect_timeout,
@@ -148,6 +151,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     )
     app.state.settings = settings
     app.state.backend = backend
+    app.state.streams = registry
     app.state.ingest = ingest
     app.state.egress = egress
     app.state.rate_limits = rate_limits

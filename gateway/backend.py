@@ -4,7 +4,8 @@ The managed default runs two Janus processes: an ingest node with full ICE
 (publishers behind NAT connect best to it) and an egress node in ICE-lite
 mode, which serves viewers from Streaming mountpoints fed over loopback.
 ICE-lite on the egress side removes the ICE role conflict that both peers
-offering would otherwise cause (see ../shared/whep-bridging.md).
+offering would otherwise cause (``gateway.sdp.bridge`` writes an answer for
+each side, and an ICE-lite Janus leaves the viewer controlling).
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ class GatewayError(Exception):
 
     status: ClassVar[int] = 500
     title: ClassVar[str] = "Internal error"
+    # Seconds a client should wait before trying again (Retry-After), for
+    # errors that pass with time; decided here, per error, and nowhere else.
+    retry_after_default: ClassVar[int | None] = None
 
     def __init__(
         self,
@@ -26,7 +29,7 @@ class GatewayError(Exception):
     ) -> None:
         super().__init__(detail)
         self.detail = detail
-        self.retry_after = retry_after
+        self.retry_after = retry_after if retry_after is not None else self.retry_after_default
         self.headers = dict(headers or {})
 
     @property
@@ -98,6 +101,7 @@ class StreamBusy(GatewayError):
 
     status = 409
     title = "Stream already has a live publisher"
+    retry_after_default = 5
 
 
 class StreamNotLive(GatewayError):
@@ -105,6 +109,7 @@ class StreamNotLive(GatewayError):
 
     status = 409
     title = "Stream is not live"
+    retry_after_default = 5
 
 
 class PreconditionFailed(GatewayError):
@@ -173,13 +178,12 @@ class MediaServerUnavailable(GatewayError):
 
     status = 503
     title = "Media server unavailable"
-
-    def __init__(self, detail: str, *, retry_after: int = 2) -> None:
-        super().__init__(detail, retry_after=retry_after)
+    retry_after_default = 2
 
 
 class MediaServerRejected(GatewayError):
-    """Janus refused something the gateway thought was valid."""
+    """Janus refused or failed something the gateway itself wrote or asked for
+    (not the client's SDP: that is 400 or 422)."""
 
     status = 502
     title = "Media server rejected the request"

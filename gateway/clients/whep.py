@@ -29,10 +29,7 @@ from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
 from gateway.clients.whip import WhipClientError, WhipSession, prefer_codec
-
-SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
-LAYER_REL = "urn:ietf:params:whep:ext:core:layer"
-SDP = "application/sdp"
+from gateway.protocol import ICE_SERVER_REL, JSON, LAYER_REL, SDP, SDPFRAG, SSE_REL
 
 
 class WhepClientError(WhipClientError):
@@ -218,7 +215,7 @@ class WhepSession(WhipSession):
         self.etag = response.headers.get("etag")
         links = parse_links(response.headers.get_list("link"), self.url)
         self.links = links_by_rel(links)
-        self.ice_servers = [link for link in links if "ice-server" in link.get("rel", "").split()]
+        self.ice_servers = [link for link in links if ICE_SERVER_REL in link.get("rel", "").split()]
 
     def _note_retry(self, response: httpx.Response) -> None:
         value = response.headers.get("retry-after", "")
@@ -267,7 +264,7 @@ class WhepSession(WhipSession):
     async def trickle(self, fragment: str, if_match: str | None = None) -> httpx.Response:
         """PATCH a trickle-ice-sdpfrag; ``if_match='"*"'`` asks for an ICE restart.
         A 200 (restart done) carries the new ETag, which is kept."""
-        headers = self._headers("application/trickle-ice-sdpfrag")
+        headers = self._headers(SDPFRAG)
         if if_match:
             headers["If-Match"] = if_match
         response = await self.http.patch(self._resource(), content=fragment, headers=headers)
@@ -295,7 +292,7 @@ class WhepSession(WhipSession):
         """POST the event names to the server-sent-events link; 201 gives the stream's Location."""
         url = self._link(SSE_REL)
         response = await self.http.post(url, content=json.dumps(events),
-                                         headers=self._headers("application/json"))
+                                         headers=self._headers(JSON))
         if response.status_code == 201 and "location" in response.headers:
             self.events_location = urljoin(url, response.headers["location"])
         return response
@@ -348,7 +345,7 @@ class WhepSession(WhipSession):
     async def select_layer(self, body: dict[str, Any]) -> httpx.Response:
         """POST a layer choice (``{"mediaId": "0", "rid": "h"}``); ``{"mediaId": ...}`` alone resets."""
         return await self.http.post(self._link(LAYER_REL), content=json.dumps(body),
-                                    headers=self._headers("application/json"))
+                                    headers=self._headers(JSON))
 
 
 def _carry_over(old: SseParser) -> SseParser:

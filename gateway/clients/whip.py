@@ -10,6 +10,8 @@ import httpx
 from aiortc import RTCPeerConnection, RTCRtpSender, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
 
+from gateway.protocol import JSON, PROBLEM_JSON, SDP
+
 
 class WhipClientError(Exception):
     def __init__(self, response: httpx.Response) -> None:
@@ -23,7 +25,7 @@ class WhipClientError(Exception):
         r = self.response
         line = f"{r.status_code} {r.reason_phrase}".strip()
         detail = ""
-        if r.headers.get("content-type", "").startswith(("application/problem+json", "application/json")):
+        if r.headers.get("content-type", "").startswith((PROBLEM_JSON, JSON)):
             try:
                 body = r.json()
                 detail = str(body.get("detail") or body.get("title") or "")
@@ -68,7 +70,7 @@ class WhipSession:
 
     async def post_offer(self, offer_sdp: str) -> httpx.Response:
         response = await self.http.post(self.url, content=offer_sdp,
-                                         headers=self._headers("application/sdp"))
+                                         headers=self._headers(SDP))
         if response.status_code == 201:
             self.location = urljoin(self.url, response.headers["location"])
             self.etag = response.headers.get("etag")

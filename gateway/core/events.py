@@ -98,6 +98,3 @@ class EventHub:
             if subscription.viewer_id == viewer_id:
                 del self._streams[key]
                 subscription.close(drain=True)
-
-    def viewers_listening(self, stream: str) -> int:
-        return sum(1 for s in self._streams.values() if s.stream == stream)

@@ -1,9 +1,10 @@
 """WHIP ingest: publish, trickle, ICE restart, end, and watching publishers.
 
-This is the domain behind ``gateway.http.whip``.  It decides what an offer may
-carry, which node takes it, when a publisher counts as gone, and maps the
-backend's failures to the errors a client sees.  It never sees a Request and
-never builds Janus JSON.
+This is the domain behind ``gateway.http.whip``.  It decides which node takes
+an offer (``offers.py`` checks what it may carry), when a publisher counts as
+gone, and announces publisher changes on the ``StreamRegistry``, where the
+egress side hears them.  It never sees a Request and never builds Janus JSON;
+Janus failures arrive already translated (``gateway.janus.failures``).
 """
 
 from __future__ import annotations
@@ -11,24 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Callable
 
-from gateway.sdp import model as sdp
-from gateway import probes
+from gateway.core import offers
 from gateway.sdp.formats import room_h264_profile
 from gateway.core.auth import StreamKeys
-from gateway.errors import (
-    MalformedSdp,
-    MediaServerUnavailable,
-    ResourceNotFound,
-    StreamBusy,
-    UnsupportedMedia,
-)
-from gateway.janus.failures import backend_error
-from gateway.janus.client import JanusError, JanusUnreachable
-from gateway.janus.node import JanusNode
-from gateway.janus.peer import PeerSignal, Signal
-from gateway.janus.videoroom import RoomOptions, RoomPublisher
 from gateway.core.placement import NodePool
 from gateway.core.streams import (
     PublisherChange,
@@ -37,15 +24,12 @@ from gateway.core.streams import (
     StreamRegistry,
     new_etag,
 )
+from gateway.errors import GatewayError, MediaServerUnavailable, ResourceNotFound, StreamBusy
+from gateway.janus.node import JanusNode
+from gateway.janus.videoroom import RoomOptions, RoomPublisher
+from gateway.sdp import model as sdp
 
 log = logging.getLogger(__name__)
-
-# Janus codec names (room settings) -> rtpmap encoding names in offers.
-RTPMAP_NAMES = {
-    "opus": "opus", "multiopus": "multiopus", "pcmu": "pcmu", "pcma": "pcma", "g722": "g722",
-    "isac16": "isac", "isac32": "isac",
-    "h264": "h264", "vp8": "vp8", "vp9": "vp9", "av1": "av1", "h265": "h265",
-}
 
 
 @dataclass(frozen=True)
@@ -67,27 +51,33 @@ class PatchResult:
     etag: str | None = None
 
 
+class _PublisherPeer:
+    """A publisher's PeerConnection events, for ``Ingest``."""
+
+    def __init__(self, ingest: Ingest, session: PublisherSession) -> None:
+        self.ingest, self.session = ingest, session
+
+    def peer_connected(self) -> None:
+        pass  # media arriving, not ICE, makes a publisher live
+
+    def peer_media(self, mid: str, receiving: bool) -> None:
+        self.ingest.media_changed(self.session, mid, receiving)
+
+    def peer_gone(self, reason: str) -> None:
+        if self.session.state is not PublisherState.ENDED:
+            self.ingest.end_soon(self.session, f"Janus: {reason}")
+
+
 class Ingest:
-    def __init__(self, pool: NodePool, keys: StreamKeys, policy: IngestPolicy) -> None:
+    def __init__(self, pool: NodePool, keys: StreamKeys, policy: IngestPolicy,
+                 registry: StreamRegistry | None = None) -> None:
         self.pool = pool
         self.keys = keys
         self.policy = policy
-        self.registry = StreamRegistry()
+        self.registry = registry or StreamRegistry()
         self._ending: set[asyncio.Task[None]] = set()
-        self._listeners: list[Callable[[PublisherSession, PublisherChange], None]] = []
         for node in pool.nodes:
-            node.on_down(self._node_down)
-
-    def on_change(self, listener: Callable[[PublisherSession, PublisherChange], None]) -> None:
-        """Hear about publishers joining, going live, stalling and ending."""
-        self._listeners.append(listener)
-
-    def _tell(self, session: PublisherSession, change: PublisherChange) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(session, change)
-            except Exception:
-                log.exception("publisher listener failed on %s", change.value)
+            node.observe(self)
 
     # -- requests ---------------------------------------------------------
 
@@ -101,11 +91,12 @@ class Ingest:
         return found
 
     async def publish(self, stream: str, offer_text: str) -> PublisherSession:
-        offer = _parse(offer_text)
-        self._check_offer(offer)
+        offer = offers.parse_offer(offer_text)
+        offers.check_publish_offer(offer, video_codecs=self.policy.video_codecs,
+                                   audio_codecs=self.policy.audio_codecs)
         old = self.registry.publisher_of(stream)
         if old is not None and old.holds_stream(self.policy.connect_timeout):
-            raise StreamBusy(f"stream {stream!r} is already being published", retry_after=5)
+            raise StreamBusy(f"stream {stream!r} is already being published")
         node = self.pool.for_publisher()
         session = PublisherSession(stream=stream, offer=offer, node_name=node.name)
         session.remote_ufrag, session.remote_pwd = offer.ice_credentials()
@@ -118,7 +109,7 @@ class Ingest:
             async with asyncio.timeout(self.policy.setup_deadline):
                 session.backend = await RoomPublisher.open(
                     node, offer=offer_text, display=stream, options=self._room_options(offer),
-                    on_signal=lambda signal: self._on_signal(session, signal),
+                    observer=_PublisherPeer(self, session),
                     timeout=self.policy.janus_timeout,
                 )
         except BaseException as exc:
@@ -128,33 +119,25 @@ class Ingest:
                 raise MediaServerUnavailable(
                     f"media server {node.name} did not set up the session within "
                     f"{self.policy.setup_deadline:g} s") from exc
-            if isinstance(exc, Exception):
-                raise backend_error(exc, node) from exc
             raise
         if session.state is PublisherState.ENDED:  # the node died while we waited
             self.registry.remove(session)
             await session.backend.close()
             raise MediaServerUnavailable(f"node {node.name} went down during set-up")
         self._arm(session, self.policy.connect_timeout, "no media within the connect timeout")
-        self._tell(session, PublisherChange.PUBLISHED)
+        self.registry.announce(session, PublisherChange.PUBLISHED)
         log.info("stream %s: publisher %s on %s (%s)", stream, session.id[:8], node.name,
                  ", ".join(f"{s.kind} {s.codec}" for s in session.backend.streams))
         return session
 
     async def patch(self, session: PublisherSession, fragment_text: str) -> PatchResult:
         """RFC 9725 section 4.3: a trickle, or an ICE restart if the ufrag is new."""
-        try:
-            fragment = sdp.parse_fragment(fragment_text)
-        except sdp.SdpError as exc:
-            raise MalformedSdp(f"bad trickle-ice-sdpfrag: {exc}") from None
+        fragment = offers.read_fragment(fragment_text)
         if fragment.ice_ufrag and fragment.ice_ufrag != session.remote_ufrag:
             return await self._restart_ice(session, fragment)
         backend = _backend(session)
         candidates = fragment.candidates_for_ufrag(session.remote_ufrag)
-        try:
-            await backend.trickle(_bundle_mid(session), candidates, fragment.end_of_candidates)
-        except (JanusError, JanusUnreachable) as exc:
-            raise backend_error(exc, backend.node) from exc
+        await backend.trickle(_bundle_mid(session), candidates, fragment.end_of_candidates)
         return PatchResult()
 
     async def end(self, session: PublisherSession) -> None:
@@ -163,48 +146,7 @@ class Ingest:
     async def close(self) -> None:
         await asyncio.gather(*(self._end(s, "gateway stopping") for s in self.registry.sessions()))
 
-    def live(self) -> dict[str, PublisherSession]:
-        return {
-            name: s for name, s in self.registry.streams().items()
-            if s.state is PublisherState.LIVE
-        }
-
     # -- internals --------------------------------------------------------
-
-    @probes.timed("ingest.check_offer")
-    def _check_offer(self, offer: sdp.SessionDescription) -> None:
-        """RFC 9725 sections 4.2 and 4.4: what a publish offer may carry."""
-        check_port_counts(offer)
-        active = [m for m in offer.media if not m.rejected]
-        if not active:
-            raise UnsupportedMedia("the offer has no media to publish")
-        for kind in ("audio", "video"):
-            if sum(1 for m in active if m.kind == kind) > 1:
-                raise UnsupportedMedia(f"more than one {kind} track (RFC 9725 section 4.4.2)")
-        for media in active:
-            if media.kind not in ("audio", "video"):
-                raise UnsupportedMedia(f"{media.kind} m-lines are not supported")
-            if "SAVPF" not in media.proto:
-                raise UnsupportedMedia(f"protocol {media.proto} is not WebRTC (UDP/TLS/RTP/SAVPF)")
-            if media.direction in ("recvonly", "inactive"):
-                raise UnsupportedMedia(
-                    f"a publish offer must be sendonly or sendrecv, not {media.direction}"
-                )
-            wanted = self.policy.video_codecs if media.kind == "video" else self.policy.audio_codecs
-            names = {RTPMAP_NAMES[c] for c in wanted.split(",")}
-            offered = {c.key for c in media.codecs()}
-            if not names & offered:
-                raise UnsupportedMedia(
-                    f"no supported {media.kind} codec in the offer "
-                    f"(offered: {sorted(offered) or 'none'}; supported: {wanted})"
-                )
-        if len(active) > 1 and not set(m.mid for m in active) <= set(offer.bundle_mids):
-            raise UnsupportedMedia("all media must be in one BUNDLE group (RFC 9725 section 4.4.1)")
-        ufrag, pwd = offer.ice_credentials()
-        if not ufrag or not pwd:
-            raise MalformedSdp("the offer has no ice-ufrag/ice-pwd")
-        if not offer.fingerprint():
-            raise MalformedSdp("the offer has no DTLS fingerprint")
 
     def _room_options(self, offer: sdp.SessionDescription) -> RoomOptions:
         return RoomOptions(
@@ -220,46 +162,44 @@ class Ingest:
         backend = _backend(session)
         offer = sdp.after_ice_restart(session.offer, frag)
         try:
-            answer_text = await backend.renegotiate(str(offer), timeout=self.policy.janus_timeout)
-            fragment = sdp.fragment_of(sdp.parse(answer_text))
-        except (JanusError, JanusUnreachable, sdp.SdpError) as exc:
-            log.warning("stream %s: ICE restart failed: %s", session.stream, exc)
-            raise backend_error(exc, backend.node) from exc
+            answer = await backend.renegotiate(str(offer), timeout=self.policy.janus_timeout)
+        except GatewayError as exc:
+            log.warning("stream %s: ICE restart failed: %s", session.stream, exc.detail)
+            raise
+        fragment = sdp.fragment_of(answer)
         session.offer = offer
         session.remote_ufrag, session.remote_pwd = frag.ice_ufrag, frag.ice_pwd
         session.etag = new_etag()
         return PatchResult(fragment=fragment, etag=session.etag)
 
-    def _on_signal(self, session: PublisherSession, signal: PeerSignal) -> None:
+    def media_changed(self, session: PublisherSession, mid: str, receiving: bool) -> None:
+        """Janus started or stopped receiving the publisher's media on ``mid``."""
         if session.state is PublisherState.ENDED:
             return
-        if signal.kind is Signal.GONE:
-            self._end_soon(session, f"Janus: {signal.reason}")
-        elif signal.kind is Signal.MEDIA and signal.mid is not None:
-            session.receiving[signal.mid] = bool(signal.receiving)
-            if any(session.receiving.values()):
-                self._disarm(session)
-                if session.state is not PublisherState.LIVE:
-                    log.info("stream %s: live", session.stream)
-                    session.set_state(PublisherState.LIVE)
-                    self._tell(session, PublisherChange.LIVE)
-            elif session.state is PublisherState.LIVE:
-                log.info("stream %s: media stopped", session.stream)
-                session.set_state(PublisherState.STALLED)
-                self._arm(session, self.policy.media_timeout, "media stopped")
-                self._tell(session, PublisherChange.STALLED)
+        session.receiving[mid] = receiving
+        if any(session.receiving.values()):
+            self._disarm(session)
+            if session.state is not PublisherState.LIVE:
+                log.info("stream %s: live", session.stream)
+                session.set_state(PublisherState.LIVE)
+                self.registry.announce(session, PublisherChange.LIVE)
+        elif session.state is PublisherState.LIVE:
+            log.info("stream %s: media stopped", session.stream)
+            session.set_state(PublisherState.STALLED)
+            self._arm(session, self.policy.media_timeout, "media stopped")
+            self.registry.announce(session, PublisherChange.STALLED)
 
     def _arm(self, session: PublisherSession, delay: float, reason: str) -> None:
         self._disarm(session)
         loop = asyncio.get_running_loop()
-        session.timer = loop.call_later(delay, self._end_soon, session, reason)
+        session.timer = loop.call_later(delay, self.end_soon, session, reason)
 
     def _disarm(self, session: PublisherSession) -> None:
         if session.timer is not None:
             session.timer.cancel()
             session.timer = None
 
-    def _end_soon(self, session: PublisherSession, reason: str) -> None:
+    def end_soon(self, session: PublisherSession, reason: str) -> None:
         if session.closing is None and session.state is not PublisherState.ENDED:
             session.closing = asyncio.create_task(self._end(session, reason))
             self._ending.add(session.closing)
@@ -282,33 +222,18 @@ class Ingest:
         self.registry.remove(session)
         log.info("stream %s: publisher %s ended: %s", session.stream, session.id[:8], reason)
         if session.backend is not None:
-            self._tell(session, PublisherChange.ENDED)
+            self.registry.announce(session, PublisherChange.ENDED)
             await session.backend.close()
 
-    def _node_down(self, node: JanusNode) -> None:
+    def node_down(self, node: JanusNode) -> None:
+        """End what lived on the node; a set-up still running there fails (503)."""
         for session in self.registry.sessions():
             if session.node_name != node.name:
                 continue
             if session.backend is not None:
-                self._end_soon(session, f"node {node.name} went down")
+                self.end_soon(session, f"node {node.name} went down")
             else:  # still being set up: publish() sees this and fails with 503
                 session.set_state(PublisherState.ENDED)
-
-
-def check_port_counts(offer: sdp.SessionDescription) -> None:
-    """``m=audio 9/2 ...`` is RFC 8866 SDP, but not WebRTC, and Janus 1.1.2 cannot
-    parse it: it drops its own answer and never replies (a 6 s timeout, 503)."""
-    for media in offer.media:
-        if media.port_count is not None:
-            raise MalformedSdp(f"m={media.kind} gives a number of ports ({media.port}/{media.port_count}); "
-                               "a WebRTC m-line has one port")
-
-
-def _parse(text: str) -> sdp.SessionDescription:
-    try:
-        return sdp.parse(text)
-    except sdp.SdpError as exc:
-        raise MalformedSdp(f"the offer is not valid SDP: {exc}") from None
 
 
 def _backend(session: PublisherSession) -> RoomPublisher:

@@ -10,11 +10,21 @@ inactive.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from gateway.errors import MalformedBody
 from gateway.sdp.model import SessionDescription
 
-AUTOMATIC = {"substream": 2, "temporal": 2}  # Janus then sends the best layer it has
+MAX_LAYER_INT = 2**31 - 1  # larger numbers Janus refuses (and Python's bool is an int)
+
+
+@dataclass(frozen=True)
+class LayerChoice:
+    """Which simulcast layer a viewer wants; both None means automatic."""
+
+    spatial: int | None = None  # 0 is the lowest layer
+    temporal: int | None = None
 
 
 def rids(offer: SessionDescription) -> list[str]:
@@ -34,14 +44,28 @@ def describe(rid_list: list[str], bitrates: list[int]) -> list[dict[str, Any]]:
     ]
 
 
-def janus_choice(request: dict[str, Any], rid_list: list[str]) -> dict[str, int]:
-    """A layer selection request as Streaming ``configure`` fields.
+def check_request(request: Any) -> dict[str, Any]:
+    """The layer selection body: a JSON object with sane integers (400 otherwise)."""
+    if not isinstance(request, dict):
+        raise MalformedBody("the body must be a JSON object")
+    for name in ("spatialLayerId", "temporalLayerId", "maxWidth", "maxHeight"):
+        value = request.get(name, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_LAYER_INT:
+            raise MalformedBody(f"{name} must be an integer from 0 to {MAX_LAYER_INT}")
+    if "rid" in request and not isinstance(request["rid"], str):
+        raise MalformedBody("rid must be a string")
+    return request
+
+
+def choose(request: dict[str, Any], rid_list: list[str]) -> LayerChoice:
+    """A layer selection request as a layer choice.
 
     ``{mediaId}`` alone returns to automatic selection.  Raises ValueError
     for a rid the publisher does not send, and for a selection by size
     alone (``maxWidth``/``maxHeight``), since layer sizes are unknown here.
     """
-    fields: dict[str, int] = {}
+    spatial: int | None = None
+    temporal: int | None = None
     by_layer = {"rid", "spatialLayerId", "temporalLayerId"} & request.keys()
     if not by_layer and {"maxWidth", "maxHeight"} & request.keys():
         raise ValueError("this server does not know layer sizes (Janus does not decode): "
@@ -49,9 +73,9 @@ def janus_choice(request: dict[str, Any], rid_list: list[str]) -> dict[str, int]
     if "rid" in request:
         if request["rid"] not in rid_list:
             raise ValueError(f"unknown rid {request['rid']!r}; layers: {rid_list}")
-        fields["substream"] = len(rid_list) - 1 - rid_list.index(request["rid"])
+        spatial = len(rid_list) - 1 - rid_list.index(request["rid"])
     elif "spatialLayerId" in request:
-        fields["substream"] = int(request["spatialLayerId"])
+        spatial = int(request["spatialLayerId"])
     if "temporalLayerId" in request:
-        fields["temporal"] = int(request["temporalLayerId"])
-    return fields or dict(AUTOMATIC)
+        temporal = int(request["temporalLayerId"])
+    return LayerChoice(spatial, temporal)

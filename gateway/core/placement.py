@@ -1,7 +1,9 @@
 """The pool of Janus nodes and the choice of where a new session goes.
 
-Today every node takes publishers and the least-loaded healthy one wins.
-Egress placement (viewers on many nodes) will choose from the same pool.
+Each node has a role (ingest, egress or both).  A publisher goes to the
+least-loaded healthy node that takes ingest, a viewer to the least-loaded
+healthy one that takes egress; its mountpoint is fed by ``rtp_forward``
+from the publisher's node.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class NodePool:
     def _least_loaded(self, role: str) -> JanusNode:
         candidates = [n for n in self.healthy() if n.role in (role, "both")]
         if not candidates:
-            raise MediaServerUnavailable(f"no {role} Janus node is up", retry_after=2)
+            raise MediaServerUnavailable(f"no {role} Janus node is up")
         return min(candidates, key=lambda n: n.load)
 
     def for_publisher(self) -> JanusNode:

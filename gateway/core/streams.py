@@ -3,21 +3,27 @@
 A stream is a name (the last path segment of the WHIP URL).  It is live
 while one publisher session on it is receiving media.  The registry is the
 single source of truth for "who publishes what"; today it lives in memory.
+It is also how ingest and egress meet: ingest announces publisher changes
+here, and egress (and the event streams) subscribe as ``PublisherObserver``,
+so neither side imports the other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from gateway.janus.videoroom import RoomPublisher
+    from gateway.janus.streaming import MediaSpec
     from gateway.sdp.model import SessionDescription
 
+log = logging.getLogger(__name__)
 
 class PublisherState(Enum):
     CONNECTING = "connecting"  # answered; no media yet
@@ -53,7 +59,7 @@ class PublisherSession:
     etag: str = field(default_factory=new_etag)
     backend: RoomPublisher | None = None
     node_name: str | None = None  # where its set-up runs, known before the backend exists
-    media_signature: tuple[object, ...] | None = None  # egress's view of its media, cached
+    media_signature: tuple[MediaSpec, ...] | None = None  # what a mountpoint must carry, cached
     state: PublisherState = PublisherState.CONNECTING
     created_at: float = field(default_factory=time.monotonic)
     state_since: float = field(default_factory=time.monotonic)
@@ -96,12 +102,37 @@ class PublisherSession:
         }
 
 
+class PublisherObserver(Protocol):
+    """Told about publishers joining, going live, stalling and ending."""
+
+    def publisher_changed(self, publisher: PublisherSession, change: PublisherChange) -> None: ...
+
+
 class StreamRegistry:
-    """Publisher sessions by id and by stream name."""
+    """Publisher sessions by id and by stream name, and who listens to their changes."""
 
     def __init__(self) -> None:
         self._by_id: dict[str, PublisherSession] = {}
         self._by_stream: dict[str, PublisherSession] = {}
+        self._observers: list[PublisherObserver] = []
+
+    def subscribe(self, observer: PublisherObserver) -> None:
+        self._observers.append(observer)
+
+    def announce(self, publisher: PublisherSession, change: PublisherChange) -> None:
+        """Tell every observer; one that fails does not stop the others."""
+        for observer in list(self._observers):
+            try:
+                observer.publisher_changed(publisher, change)
+            except Exception:
+                log.exception("publisher observer failed on %s", change.value)
+
+    def live_publisher(self, stream: str) -> PublisherSession | None:
+        """The stream's publisher if it is live and joined to Janus."""
+        publisher = self._by_stream.get(stream)
+        if publisher is None or publisher.backend is None or publisher.state is not PublisherState.LIVE:
+            return None
+        return publisher
 
     def get(self, session_id: str) -> PublisherSession | None:
         return self._by_id.get(session_id)

@@ -14,6 +14,7 @@ from starlette.requests import Request
 
 from gateway.config import STREAM_NAME_PATTERN, IceServer
 from gateway import probes
+from gateway.protocol import ICE_SERVER_REL
 from gateway.errors import (
     BodyTooLarge,
     MalformedBody,
@@ -109,7 +110,7 @@ def ice_server_links(servers: list[IceServer]) -> list[str]:
     """``Link`` values of RFC 9725 section 4.6, one per server."""
     links = []
     for server in servers:
-        link = f'<{server.url}>; rel="ice-server"'
+        link = f'<{server.url}>; rel="{ICE_SERVER_REL}"'
         if server.username and server.credential:
             link += (f'; username="{_quoted(server.username)}"'
                      f'; credential="{_quoted(server.credential)}"; credential-type="password"')

@@ -2,7 +2,8 @@
 
 ``/whep/{stream}`` is the endpoint; POST creates ``/whep/{stream}/{session}``,
 which also carries ``/sse`` (server-sent events) and ``/layer`` (layer
-selection).  Everything about mountpoints happens behind ``Egress``.
+selection).  The verbs WHEP shares with WHIP are in ``resources.py``;
+everything about mountpoints and events happens behind ``Egress``.
 """
 
 from __future__ import annotations
@@ -17,177 +18,137 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.core.auth import token_from
-from gateway.config import Settings
 from gateway.core.egress import Egress, ViewerSession
+from gateway.core.events import EVENTS, EventStream
 from gateway.errors import MalformedBody, UnsupportedContentType
-from gateway.core.events import EVENTS
-from gateway.http.exchange import (
-    absolute_url,
-    check_if_match,
-    ice_server_links,
-    media_type,
-    read_text,
-    valid_stream,
+from gateway.http.exchange import check_if_match, media_type, read_text, valid_stream
+from gateway.http.resources import (
+    ENDPOINT_METHODS,
+    SESSION_METHODS,
+    Endpoint,
+    Resource,
+    SessionResource,
 )
-
-SDP = "application/sdp"
-SDPFRAG = "application/trickle-ice-sdpfrag"
-SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
-LAYER_REL = "urn:ietf:params:whep:ext:core:layer"
-MAX_LAYER_INT = 2**31 - 1
+from gateway.protocol import JSON, LAYER_REL, SDP, SDPFRAG, SSE_REL
 
 
-def _egress(request: Request) -> Egress:
-    return request.app.state.egress  # type: ignore[no-any-return]
+class WhepResource(Resource):
+    protocol = "whep"
+    service_name = "egress"
+
+    def egress(self, request: Request) -> Egress:
+        return self.service(request)  # type: ignore[no-any-return]
 
 
-def _settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
-
-
-def _authorize(request: Request, stream: str) -> None:
-    token = token_from(request.headers.get("authorization"), request.query_params.get("token"))
-    _egress(request).authorize(stream, token)
-
-
-def _session(request: Request) -> ViewerSession:
-    stream = valid_stream(request.path_params["stream"])
-    _authorize(request, stream)
-    return _egress(request).session(stream, request.path_params["session"])
-
-
-def _resource_headers(request: Request, session: ViewerSession, response: Response) -> None:
-    location = absolute_url(request, _settings(request).public_url, "whep", session.stream, session.id)
-    response.headers["Location"] = location
-    response.headers["ETag"] = session.etag
-    response.headers["Accept-Patch"] = f"{SDPFRAG}, {SDP}"
-    for link in ice_server_links(_settings(request).ice_servers):
-        response.headers.append("Link", link)
-    response.headers.append("Link", f'<{location}/sse>; rel="{SSE_REL}"; events="{",".join(EVENTS)}"')
-    response.headers.append("Link", f'<{location}/layer>; rel="{LAYER_REL}"')
-
-
-async def endpoint(request: Request) -> Response:
-    """POST an offer (201), or an empty body for a counter-offer (406)."""
-    if request.method == "OPTIONS":
-        return Response(status_code=200, headers={"Accept-Post": SDP,
-                                                   "Allow": "OPTIONS, POST, GET, HEAD"})
-    stream = valid_stream(request.path_params["stream"])
-    if request.method == "HEAD":  # section 4.2: lets players recognise a WHEP URL
+class WhepEndpoint(WhepResource, Endpoint):
+    async def head(self, request: Request) -> Response:
+        """Section 4.2: lets players recognise a WHEP URL."""
+        valid_stream(request.path_params["stream"])
         return Response(status_code=200, headers={"Content-Type": SDP})
-    if request.method == "GET":
-        return Response(status_code=204)
-    _authorize(request, stream)
-    egress = _egress(request)
-    # An empty POST (no Content-Type needed) is the older server-offer convention.
-    offer = await read_text(request, expected=(SDP, ""))
-    if offer.strip() and media_type(request) != SDP:
-        raise UnsupportedContentType("an offer must be sent as application/sdp")
-    if not offer.strip() or _settings(request).whep_counter_offer:
-        session = await egress.counter_offer(stream)
-        valid_until = datetime.now(timezone.utc) + timedelta(
-            seconds=egress.policy.counter_offer_validity)
-        response = Response(session.answer, status_code=406, headers={
-            "Content-Type": f'{SDP}; valid-until="{format_datetime(valid_until, usegmt=True)}"'})
-    else:
-        session = await egress.view(stream, offer)
-        response = Response(session.answer, status_code=201, media_type=SDP)
-    _resource_headers(request, session, response)
-    return response
+
+    async def post(self, request: Request) -> Response:
+        """POST an offer (201), or an empty body for a counter-offer (406)."""
+        stream = self.stream(request)
+        egress = self.egress(request)
+        # An empty POST (no Content-Type needed) is the older server-offer convention.
+        offer = await read_text(request, expected=(SDP, ""))
+        if offer.strip() and media_type(request) != SDP:
+            raise UnsupportedContentType(f"an offer must be sent as {SDP}")
+        if not offer.strip() or self.settings(request).whep_counter_offer:
+            session = await egress.counter_offer(stream)
+            valid_until = datetime.now(timezone.utc) + timedelta(seconds=session.answer_valid_for)
+            response = Response(session.answer, status_code=406, headers={
+                "Content-Type": f'{SDP}; valid-until="{format_datetime(valid_until, usegmt=True)}"'})
+        else:
+            session = await egress.view(stream, offer)
+            response = Response(session.answer, status_code=201, media_type=SDP)
+        location = self.created(request, session, response, accept_patch=WhepSession.accept_patch)
+        response.headers.append("Link", f'<{location}/sse>; rel="{SSE_REL}"; events="{",".join(EVENTS)}"')
+        response.headers.append("Link", f'<{location}/layer>; rel="{LAYER_REL}"')
+        return response
 
 
-async def session_resource(request: Request) -> Response:
-    if request.method == "OPTIONS":
-        return Response(status_code=200, headers={
-            "Accept-Patch": f"{SDPFRAG}, {SDP}", "Allow": "OPTIONS, PATCH, DELETE, GET, HEAD"})
-    session = _session(request)
-    egress = _egress(request)
-    if request.method in ("GET", "HEAD"):
-        return Response(status_code=204)
-    if request.method == "DELETE":
-        await egress.end(session)
-        return Response(status_code=200)
-    kind = media_type(request)
-    body = await read_text(request, expected=(SDPFRAG, SDP))
-    if kind == SDPFRAG:
+class WhepSession(WhepResource, SessionResource):
+    accept_patch = f"{SDPFRAG}, {SDP}"
+
+    async def patch(self, request: Request) -> Response:
+        """Trickle or ICE restart (sdpfrag, RFC 9725 section 4.3), or the
+        player's answer in counter-offer mode (SDP)."""
+        session = self.session(request)
+        egress = self.egress(request)
+        kind = media_type(request)
+        body = await read_text(request, expected=(SDPFRAG, SDP))
+        if kind == SDP:
+            await egress.answer(session, body)
+            return Response(status_code=204)
         check_if_match(request, session.etag)
-    fragment = await egress.patch(session, kind, body)
-    if fragment is None:
-        return Response(status_code=204)
-    return Response(fragment, status_code=200, media_type=SDPFRAG, headers={"ETag": session.etag})
+        fragment = await egress.trickle(session, body)
+        if fragment is None:
+            return Response(status_code=204)
+        return Response(fragment, status_code=200, media_type=SDPFRAG, headers={"ETag": session.etag})
 
 
-async def events_resource(request: Request) -> Response:
-    """POST the wanted event names → 201 + Location of the event stream."""
-    if request.method == "OPTIONS":
-        return Response(status_code=200, headers={"Accept-Post": "application/json"})
-    session = _session(request)
-    names = await _json(request)
-    if names in (None, []):
-        names = list(EVENTS)
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise MalformedBody("the body must be a JSON array of event names")
-    unknown = [n for n in names if n not in EVENTS]
-    if unknown:
-        raise MalformedBody(f"unsupported event(s) {unknown}; supported: {list(EVENTS)}")
-    egress = _egress(request)
-    initial: list[tuple[str, dict[str, Any]]] = []
-    if egress.publisher_live(session.stream):
-        initial.append(("active", {}))  # never an initial "inactive" (section 4.2)
-    initial.append(("viewercount", {"viewercount": egress.viewer_count(session.stream)}))
-    layers = egress.layers_event(session)
-    if layers:
-        initial.append(("layers", layers))
-    subscription = egress.events.subscribe(session.stream, session.id, names, initial)
-    location = absolute_url(request, _settings(request).public_url, "whep", session.stream,
-                            session.id, "sse", subscription.id)
-    return Response(status_code=201, headers={"Location": location})
+class EventsResource(WhepResource):
+    """``/sse``: POST the wanted event names → 201 + Location of the event stream."""
+
+    async def options(self, request: Request) -> Response:
+        return Response(status_code=200, headers={"Accept-Post": JSON})
+
+    async def post(self, request: Request) -> Response:
+        session: ViewerSession = self.session(request)
+        names = await _json(request)
+        if names is not None and (not isinstance(names, list)
+                                  or not all(isinstance(n, str) for n in names)):
+            raise MalformedBody("the body must be a JSON array of event names")
+        subscription = self.egress(request).open_events(session, names)
+        return Response(status_code=201, headers={
+            "Location": self.location(request, session, "sse", subscription.id)})
 
 
-async def event_stream(request: Request) -> Response:
-    """GET reads the event stream, DELETE ends it; no token: the URL is the
-    capability (see ``Egress.event_stream``), because EventSource sends none."""
-    stream = valid_stream(request.path_params["stream"])
-    egress = _egress(request)
-    subscription = egress.event_stream(stream, request.path_params["session"],
-                                       request.path_params["events"])
-    if request.method == "DELETE":
-        egress.events.close(subscription.id)
+class EventStreamResource(WhepResource):
+    """``/sse/{events}``: GET reads the event stream, DELETE ends it.
+
+    No token here: a browser's EventSource cannot send Authorization, so the
+    URL is the capability (see ``Egress.event_stream``); the POST that made
+    it checked the token."""
+
+    def subscription(self, request: Request) -> EventStream:
+        stream = valid_stream(request.path_params["stream"])
+        return self.egress(request).event_stream(stream, request.path_params["session"],
+                                                 request.path_params["events"])
+
+    async def get(self, request: Request) -> Response:
+        subscription = self.subscription(request)
+
+        async def generate() -> AsyncIterator[dict[str, str]]:
+            while True:
+                event = await subscription.queue.get()
+                if event is None:
+                    return
+                name, data = event
+                yield {"event": name, "data": json.dumps(data, separators=(",", ":"))}
+
+        return EventSourceResponse(generate(), ping=15)
+
+    async def delete(self, request: Request) -> Response:
+        self.egress(request).close_events(self.subscription(request))
         return Response(status_code=200)
 
-    async def generate() -> AsyncIterator[dict[str, str]]:
-        while True:
-            event = await subscription.queue.get()
-            if event is None:
-                return
-            name, data = event
-            yield {"event": name, "data": json.dumps(data, separators=(",", ":"))}
 
-    return EventSourceResponse(generate(), ping=15)
+class LayerResource(WhepResource):
+    """``/layer``: layer selection extension, POST JSON → 200."""
 
+    async def options(self, request: Request) -> Response:
+        return Response(status_code=200, headers={"Accept-Post": JSON})
 
-async def layer_resource(request: Request) -> Response:
-    """Layer selection extension: POST JSON → 200."""
-    if request.method == "OPTIONS":
-        return Response(status_code=200, headers={"Accept-Post": "application/json"})
-    session = _session(request)
-    body = await _json(request)
-    if not isinstance(body, dict):
-        raise MalformedBody("the body must be a JSON object")
-    for field in ("spatialLayerId", "temporalLayerId", "maxWidth", "maxHeight"):
-        # bool is an int to Python; and Janus refuses integers past 64 bits (502 otherwise)
-        value = body.get(field, 0)
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_LAYER_INT:
-            raise MalformedBody(f"{field} must be an integer from 0 to {MAX_LAYER_INT}")
-    if "rid" in body and not isinstance(body["rid"], str):
-        raise MalformedBody("rid must be a string")
-    await _egress(request).select_layer(session, body)
-    return Response(status_code=200)
+    async def post(self, request: Request) -> Response:
+        session = self.session(request)
+        await self.egress(request).select_layer(session, await _json(request))
+        return Response(status_code=200)
 
 
 async def _json(request: Request) -> Any:
-    text = await read_text(request, expected=("application/json", ""))
+    text = await read_text(request, expected=(JSON, ""))
     if not text.strip():
         return None
     try:
@@ -197,10 +158,9 @@ async def _json(request: Request) -> Any:
 
 
 routes = [
-    Route("/whep/{stream}", endpoint, methods=["POST", "OPTIONS", "GET", "HEAD"]),
-    Route("/whep/{stream}/{session}", session_resource,
-          methods=["PATCH", "DELETE", "OPTIONS", "GET", "HEAD"]),
-    Route("/whep/{stream}/{session}/sse", events_resource, methods=["POST", "OPTIONS"]),
-    Route("/whep/{stream}/{session}/sse/{events}", event_stream, methods=["GET", "DELETE"]),
-    Route("/whep/{stream}/{session}/layer", layer_resource, methods=["POST", "OPTIONS"]),
+    Route("/whep/{stream}", WhepEndpoint, methods=ENDPOINT_METHODS),
+    Route("/whep/{stream}/{session}", WhepSession, methods=SESSION_METHODS),
+    Route("/whep/{stream}/{session}/sse", EventsResource, methods=["POST", "OPTIONS"]),
+    Route("/whep/{stream}/{session}/sse/{events}", EventStreamResource, methods=["GET", "DELETE"]),
+    Route("/whep/{stream}/{session}/layer", LayerResource, methods=["POST", "OPTIONS"]),
 ]

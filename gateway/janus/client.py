@@ -321,12 +321,18 @@ class JanusHandle:
             raise JanusError(int(err.get("code", 0)), str(err.get("reason", "")))
         return PluginEvent(self._plugin_data(event), event.get("jsep"))
 
-    async def trickle(self, candidates: list[Json]) -> None:
-        if candidates:
-            await self._post({"janus": "trickle", "candidates": candidates})
+    async def trickle(self, mid: str, candidates: list[str], completed: bool) -> None:
+        """Trickle ICE candidates (``candidate:`` lines without the prefix).
 
-    async def trickle_completed(self) -> None:
-        await self._post({"janus": "trickle", "candidate": {"completed": True}})
+        Janus bundles, and reads trickled candidates for the first m-line
+        only, so every candidate goes under ``mid`` at index 0.
+        """
+        if candidates:
+            await self._post({"janus": "trickle", "candidates": [
+                {"sdpMid": mid, "sdpMLineIndex": 0, "candidate": f"candidate:{c}"}
+                for c in candidates]})
+        if completed:
+            await self._post({"janus": "trickle", "candidate": {"completed": True}})
 
     async def hangup(self) -> None:
         await self._post({"janus": "hangup"})
@@ -342,6 +348,12 @@ class JanusHandle:
         if "error_code" in data or "error" in data:
             raise JanusPluginError(self.plugin, int(data.get("error_code", 0)), str(data.get("error", "")))
         return data
+
+
+def with_admin_key(admin_key: str | None, body: Json) -> Json:
+    """A plugin request body with the node's plugin ``admin_key``, if it has one
+    (rooms, mountpoints and forwarders are created and destroyed with it)."""
+    return {**body, "admin_key": admin_key} if admin_key else body
 
 
 def _transaction() -> str:

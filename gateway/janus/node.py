@@ -1,7 +1,7 @@
 """One Janus node as the gateway sees it: its API session, version and health.
 
 The gateway keeps one long-lived Janus session per node, with one event
-pump; every publisher (and later viewer) is a handle inside it.  When the
+pump; every publisher and every viewer is a handle inside it.  When the
 session is lost (Janus restarted, or unreachable) the node is marked down,
 its listeners are told so they can drop what lived there, and a reconnect
 loop brings it back.
@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any, Protocol
 from urllib.parse import urlsplit
-from typing import Callable
 
 from gateway.janus.admin import JanusAdmin
 from gateway.janus.reaper import reap
-from gateway.janus.client import JanusClient, JanusHandle, JanusSession, JanusUnreachable
+from gateway.janus.client import JanusClient, JanusHandle, JanusSession, JanusUnreachable, with_admin_key
 
 CONTROL_PLUGINS = ("janus.plugin.videoroom", "janus.plugin.streaming")
+NATIVE_OFFER_VERSION = 1104  # Janus 1.1.4: Streaming accepts a viewer's offer on watch
 
 log = logging.getLogger(__name__)
+
+
+class NodeObserver(Protocol):
+    """Told when a node's session is lost: everything that lived there is gone."""
+
+    def node_down(self, node: JanusNode) -> None: ...
 
 
 class JanusNode:
@@ -56,7 +63,7 @@ class JanusNode:
         # mountpoint descriptions), so a restarted gateway can reap it.
         self.tag = tag
         self._probe: asyncio.Task[None] | None = None
-        self._down_listeners: list[Callable[[JanusNode], None]] = []
+        self._observers: list[NodeObserver] = []
         self._reconnect: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -64,8 +71,14 @@ class JanusNode:
     def healthy(self) -> bool:
         return self.session is not None and self.session.alive
 
-    def on_down(self, listener: Callable[[JanusNode], None]) -> None:
-        self._down_listeners.append(listener)
+    @property
+    def takes_viewer_offers(self) -> bool:
+        """Whether Streaming ``watch`` takes a viewer's offer (Janus >= 1.1.4);
+        older nodes make their own offer, which ``gateway.sdp.bridge`` answers."""
+        return self.version >= NATIVE_OFFER_VERSION
+
+    def observe(self, observer: NodeObserver) -> None:
+        self._observers.append(observer)
 
     async def connect(self) -> None:
         info = await self.client.info()
@@ -136,9 +149,9 @@ class JanusNode:
 
     def _session_lost(self) -> None:
         log.error("janus node %s: session lost; marking the node down", self.name)
-        for listener in list(self._down_listeners):
+        for observer in list(self._observers):
             try:
-                listener(self)
+                observer.node_down(self)
             except Exception:
                 log.exception("node-down listener failed")
         if not self._closing and (self._reconnect is None or self._reconnect.done()):
@@ -165,3 +178,9 @@ class JanusNode:
         await self.client.close()
         if self.admin is not None:
             await self.admin.close()
+
+
+async def control_request(node: JanusNode, plugin: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A synchronous request on the node's management handle for ``plugin``,
+    with the plugin admin key that creating and destroying things needs."""
+    return await node.control(plugin).request(with_admin_key(node.plugin_admin_key, body))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from gateway.janus.admin import JanusAdmin
-from gateway.janus.client import JanusError, JanusUnreachable
+from gateway.janus.client import JanusError, JanusUnreachable, with_admin_key
 
 log = logging.getLogger(__name__)
 
@@ -34,19 +34,15 @@ async def reap(admin: JanusAdmin, *, tag: str, keep_session: int,
                     await admin.destroy_session(session_id)
                     freed["sessions"] += 1
                     break
-        key = {"admin_key": plugin_admin_key} if plugin_admin_key else {}
-        rooms = await admin.message_plugin("janus.plugin.videoroom", {"request": "list", **key})
-        for room in rooms.get("list", []):
-            if _tagged(room, tag):
-                await admin.message_plugin("janus.plugin.videoroom", {
-                    "request": "destroy", "room": room["room"], "permanent": False, **key})
-                freed["rooms"] += 1
-        mounts = await admin.message_plugin("janus.plugin.streaming", {"request": "list", **key})
-        for mount in mounts.get("list", []):
-            if _tagged(mount, tag):
-                await admin.message_plugin("janus.plugin.streaming", {
-                    "request": "destroy", "id": mount["id"], "permanent": False, **key})
-                freed["mountpoints"] += 1
+        for plugin, what, key in (("janus.plugin.videoroom", "rooms", "room"),
+                                  ("janus.plugin.streaming", "mountpoints", "id")):
+            listed = await admin.message_plugin(
+                plugin, with_admin_key(plugin_admin_key, {"request": "list"}))
+            for entry in listed.get("list", []):
+                if _tagged(entry, tag):
+                    await admin.message_plugin(plugin, with_admin_key(plugin_admin_key, {
+                        "request": "destroy", key: entry[key], "permanent": False}))
+                    freed[what] += 1
     except (JanusError, JanusUnreachable) as exc:
         log.warning("could not reap earlier resources: %s", exc)
     if any(freed.values()):

@@ -3,7 +3,8 @@
 One room per publisher keeps streams apart (a room's codec list, bitrate and
 forwarders belong to that stream alone) and makes teardown a single
 ``destroy``.  Everything here speaks Janus JSON; the domain sees only
-``RoomPublisher`` methods and ``PeerSignal`` values (``peer.py``).
+``RoomPublisher`` methods, typed results and ``PeerObserver`` calls
+(``peer.py``), and failures already translated (``failures.py``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import asyncio
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from gateway.janus.client import JanusError, JanusHandle, JanusPluginError, JanusUnreachable
-from gateway.janus.node import JanusNode
-from gateway.janus.peer import PeerSignal, quietly, signal_adapter
+from gateway.janus.failures import janus_call
+from gateway.janus.node import JanusNode, control_request
+from gateway.janus.peer import JanusPeer, PeerObserver, events_to, quietly
+from gateway.janus.streaming import Mountpoint
+from gateway.sdp import model as sdp
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +37,6 @@ class RoomOptions:
     h264_profile: str | None = None  # the publisher's H.264 profile-level-id to take, if offered
 
 
-@dataclass(frozen=True)
-class ForwardTarget:
-    mid: str  # the publisher's mid
-    port: int
-    rtcp_port: int | None = None
-    port_2: int | None = None
-    port_3: int | None = None
-
-
 @dataclass
 class PublishedStream:
     mid: str
@@ -51,14 +46,11 @@ class PublishedStream:
 
 
 @dataclass
-class RoomPublisher:
-    node: JanusNode
-    room_id: int
-    handle: JanusHandle
+class RoomPublisher(JanusPeer):
+    room_id: int = 0
     publisher_id: int = 0
     answer: str = ""
     streams: list[PublishedStream] = field(default_factory=list)
-    _closed: bool = False
     # Janus 1.1.2 aborts (g_mutex_clear on a locked mutex) when a stop_rtp_forward
     # runs while the publisher is being hung up or its room destroyed: the two never overlap.
     _forwarding: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
@@ -71,21 +63,27 @@ class RoomPublisher:
         offer: str,
         display: str,
         options: RoomOptions,
-        on_signal: Callable[[PeerSignal], None],
+        observer: PeerObserver,
         timeout: float = 6.0,
     ) -> RoomPublisher:
-        """Create the room, join as publisher, return with Janus's answer.
+        """Create the room, join as publisher with the client's offer, return
+        with Janus's answer.
 
         Anything that fails part-way is undone before the error propagates.
         """
+        with janus_call(node.name, client_sdp=True):
+            return await cls._open(node, offer=offer, display=display, options=options,
+                                   observer=observer, timeout=timeout)
+
+    @classmethod
+    async def _open(cls, node: JanusNode, *, offer: str, display: str, options: RoomOptions,
+                    observer: PeerObserver, timeout: float) -> RoomPublisher:
         session = node.require_session()
-        control = node.control(VIDEOROOM)
         room_id = 0
         handle: JanusHandle | None = None
         try:
-            room_id = await _create_room(control, node.plugin_admin_key, options,
-                                         description=f"{node.tag} {display}")
-            handle = await session.attach(VIDEOROOM, signal_adapter(on_signal), opaque_id=node.tag)
+            room_id = await _create_room(node, options, description=f"{node.tag} {display}")
+            handle = await session.attach(VIDEOROOM, events_to(observer), opaque_id=node.tag)
             event = await handle.message(
                 {"request": "joinandconfigure", "ptype": "publisher", "room": room_id,
                  "display": display, "audio": True, "video": True},
@@ -103,38 +101,39 @@ class RoomPublisher:
         except BaseException:
             await quietly(handle.detach() if handle else None)
             if room_id:
-                await quietly(_destroy_room(control, node.plugin_admin_key, room_id))
+                await quietly(_destroy_room(node, room_id))
             raise
 
-    async def trickle(self, mid: str, candidates: list[str], completed: bool) -> None:
-        """Janus bundles, and reads candidates for the first m-line only."""
-        await self.handle.trickle(
-            [{"sdpMid": mid, "sdpMLineIndex": 0, "candidate": f"candidate:{c}"} for c in candidates]
-        )
-        if completed:
-            await self.handle.trickle_completed()
+    async def renegotiate(self, offer: str, timeout: float = 6.0) -> sdp.SessionDescription:
+        """Send the client's new offer (an ICE restart); returns Janus's answer, read."""
+        with janus_call(self.node.name, client_sdp=True):
+            event = await self.handle.message(
+                {"request": "configure"},
+                {"type": "offer", "sdp": offer, "trickle": True},
+                timeout=timeout,
+            )
+            if event.jsep is None:
+                raise JanusPluginError(VIDEOROOM, 0, f"no answer to the new offer: {event.data}")
+            answer = str(event.jsep.get("sdp", ""))
+            parsed = sdp.parse(answer)
+            ufrag, pwd = parsed.ice_credentials()
+            if not ufrag or not pwd or not parsed.media:
+                raise sdp.SdpError("the answer has no ICE credentials")
+        self.answer = answer
+        return parsed
 
-    async def renegotiate(self, offer: str, timeout: float = 6.0) -> str:
-        """Send a new offer (an ICE restart) and return Janus's answer."""
-        event = await self.handle.message(
-            {"request": "configure"},
-            {"type": "offer", "sdp": offer, "trickle": True},
-            timeout=timeout,
-        )
-        if event.jsep is None:
-            raise JanusPluginError(VIDEOROOM, 0, f"no answer to the new offer: {event.data}")
-        self.answer = str(event.jsep.get("sdp", ""))
-        return self.answer
-
-    async def forward(self, host: str, targets: list[ForwardTarget]) -> list[int]:
+    async def forward_to(self, mountpoint: Mountpoint) -> list[int]:
         """``rtp_forward`` our media to a mountpoint; returns the forwarder ids.
 
         ``rtcp_port`` on video lets the mountpoint's PLIs reach the publisher,
         which is what gives a new viewer its first keyframe quickly.
         """
+        by_kind = {s.kind: s.mid for s in self.streams}
         streams = []
-        for target in targets:
-            entry: dict[str, Any] = {"mid": target.mid, "port": target.port}
+        for kind, target in mountpoint.ports.items():
+            if kind not in by_kind:
+                continue
+            entry: dict[str, Any] = {"mid": by_kind[kind], "port": target.port}
             if target.rtcp_port:
                 entry["rtcp_port"] = target.rtcp_port
             if target.port_2:
@@ -142,16 +141,17 @@ class RoomPublisher:
             if target.port_3:
                 entry["port_3"] = target.port_3
             streams.append(entry)
+        # Over loopback when the mountpoint is on the publisher's own node.
+        host = mountpoint.node.media_host if mountpoint.node is not self.node else "127.0.0.1"
         body: dict[str, Any] = {"request": "rtp_forward", "room": self.room_id,
                                 "publisher_id": self.publisher_id, "host": host, "streams": streams}
-        if self.node.plugin_admin_key:
-            body["admin_key"] = self.node.plugin_admin_key
         # Forwarder changes must never overlap the publisher's teardown:
         # Janus 1.1.2 aborts on that race (see stop_forward and close).
-        async with self._forwarding:
-            if self._closed:
-                raise JanusUnreachable(f"publisher in room {self.room_id} is closing")
-            reply = await self.node.control(VIDEOROOM).request(body)
+        with janus_call(self.node.name):
+            async with self._forwarding:
+                if self._closed:
+                    raise JanusUnreachable(f"publisher in room {self.room_id} is closing")
+                reply = await control_request(self.node, VIDEOROOM, body)
         return [int(f["stream_id"]) for f in reply.get("forwarders") or []]
 
     async def stop_forward(self, stream_ids: list[int]) -> None:
@@ -159,11 +159,9 @@ class RoomPublisher:
             for stream_id in stream_ids:
                 if self._closed or not self.node.healthy:
                     return  # forwarders die with their publisher
-                body: dict[str, Any] = {"request": "stop_rtp_forward", "room": self.room_id,
-                                        "publisher_id": self.publisher_id, "stream_id": stream_id}
-                if self.node.plugin_admin_key:
-                    body["admin_key"] = self.node.plugin_admin_key
-                await quietly(self.node.control(VIDEOROOM).request(body))
+                await quietly(control_request(self.node, VIDEOROOM, {
+                    "request": "stop_rtp_forward", "room": self.room_id,
+                    "publisher_id": self.publisher_id, "stream_id": stream_id}))
 
     async def substream_bitrates(self) -> dict[str, list[int]] | None:
         """bit/s per simulcast substream (lowest first) by publisher mid, from
@@ -171,7 +169,8 @@ class RoomPublisher:
         admin, session = self.node.admin, self.node.session
         if admin is None or session is None or self._closed:
             return None
-        info = await admin.handle_info(session.id, self.handle.id)
+        with janus_call(self.node.name):
+            info = await admin.handle_info(session.id, self.handle.id)
         out: dict[str, list[int]] = {}
         for mid, medium in ((info.get("webrtc") or {}).get("media") or {}).items():
             stats = (medium.get("stats") or {}).get("in") or {}
@@ -183,23 +182,18 @@ class RoomPublisher:
 
     async def close(self) -> None:
         """Leave, detach, destroy the room.  Safe to call twice or on a dead node."""
-        if self._closed:
-            return
-        self._closed = True
-        self.node.load = max(0, self.node.load - 1)
-        if not self.node.healthy:
-            return  # the node's session died, and every handle with it
+        if not self._leave():
+            return  # closed already, or the node's session died with every handle
         async with self._forwarding:  # wait out a stop_rtp_forward in flight
             pass
         await quietly(self.handle.detach())  # detaching hangs up the PeerConnection
         try:
-            await _destroy_room(self.node.control(VIDEOROOM), self.node.plugin_admin_key, self.room_id)
+            await _destroy_room(self.node, self.room_id)
         except (JanusError, JanusUnreachable) as exc:
             log.warning("room %s on %s not destroyed: %s", self.room_id, self.node.name, exc)
 
 
-async def _create_room(control: JanusHandle, admin_key: str | None, options: RoomOptions,
-                       *, description: str) -> int:
+async def _create_room(node: JanusNode, options: RoomOptions, *, description: str) -> int:
     for _ in range(5):
         room_id = secrets.randbits(52) or 1  # JSON-safe integer, and no zero
         body: dict[str, Any] = {
@@ -211,10 +205,8 @@ async def _create_room(control: JanusHandle, admin_key: str | None, options: Roo
         }
         if options.h264_profile:
             body["h264_profile"] = options.h264_profile
-        if admin_key:
-            body["admin_key"] = admin_key
         try:
-            await control.request(body)
+            await control_request(node, VIDEOROOM, body)
             return room_id
         except JanusPluginError as exc:
             if exc.code != ROOM_EXISTS:
@@ -222,11 +214,9 @@ async def _create_room(control: JanusHandle, admin_key: str | None, options: Roo
     raise JanusPluginError(VIDEOROOM, ROOM_EXISTS, "could not find a free room id")
 
 
-async def _destroy_room(control: JanusHandle, admin_key: str | None, room_id: int) -> None:
-    body: dict[str, Any] = {"request": "destroy", "room": room_id, "permanent": False}
-    if admin_key:
-        body["admin_key"] = admin_key
-    await control.request(body)
+async def _destroy_room(node: JanusNode, room_id: int) -> None:
+    await control_request(node, VIDEOROOM, {"request": "destroy", "room": room_id,
+                                            "permanent": False})
 
 
 def _streams(data: dict[str, Any]) -> list[PublishedStream]:

@@ -10,9 +10,8 @@ gateway writes an answer for each:
 - ``A_j`` (to Janus, sent with ``start``): the viewer's transport under
   Janus's labels.
 
-The rules are the ones proven in ``/work/shared/whep-bridging.md``; each
-rule below says why it is there, because most of them come from a failure
-that was seen (Chrome drops packets stamped with an unknown mid; Janus reads
+Each rule below says why it is there, because most of them come from a
+failure that was seen (Chrome drops packets stamped with an unknown mid; Janus reads
 remote credentials only from the session or the first m-line; ...).
 
 Everything here is pure: text in, text out, no I/O.  ``gateway.sdp.model`` does
@@ -257,7 +256,8 @@ def _has_anywhere(offer: SessionDescription, name: str) -> bool:
 
 
 @probes.timed("sdp.choose_codecs")
-def choose_codecs(viewer_offer: str, available: list[tuple[str, str, str | None]]) -> dict[str, CodecChoice]:
+def choose_codecs(viewer_offer: str | SessionDescription,
+                  available: list[tuple[str, str, str | None]]) -> dict[str, CodecChoice]:
     """For each kind the stream carries, the viewer's matching codec.
 
     ``available`` is the mountpoint's media: ``(kind, janus codec name, fmtp)``,
@@ -274,7 +274,7 @@ def choose_codecs(viewer_offer: str, available: list[tuple[str, str, str | None]
     Raises BridgeError if the viewer's offer sends or is inactive on every
     m-line, or if it accepts none of the stream's media.
     """
-    offer = sdp.parse(viewer_offer)
+    offer = _read(viewer_offer)
     _check_mids(offer)
     _check_direction(offer)
     usable: dict[str, list[MediaSection]] = {}
@@ -473,15 +473,20 @@ def _pair_media(janus: SessionDescription, viewer: SessionDescription) -> dict[i
     return pairs
 
 
+def _read(description: str | SessionDescription) -> SessionDescription:
+    """Callers that hold the parsed offer pass it, so it is read once."""
+    return sdp.parse(description) if isinstance(description, str) else description
+
+
 @probes.timed("sdp.bridge")
-def bridge(janus_offer: str, viewer_offer: str) -> Bridged:
+def bridge(janus_offer: str, viewer_offer: str | SessionDescription) -> Bridged:
     """Write A_v (to the viewer) and A_j (to Janus) from O_j and O_v.
 
     Raises SdpError if either offer is unreadable or the viewer's lacks ICE
     credentials or a fingerprint; BridgeError if no medium can be served.
     """
     oj = sdp.parse(janus_offer)
-    ov = sdp.parse(viewer_offer)
+    ov = _read(viewer_offer)
     _check_mids(ov)
     _check_direction(ov)
     pairs = _pair_media(oj, ov)
@@ -523,15 +528,13 @@ def bridge(janus_offer: str, viewer_offer: str) -> Bridged:
 
     allow_mixed = _has_anywhere(oj, "extmap-allow-mixed") and _has_anywhere(ov, "extmap-allow-mixed")
 
-    viewer_answer = _viewer_answer(
-        oj, ov, pairs, accepted_viewer_mids, allow_mixed,
-        ufrag=j_ufrag, pwd=j_pwd, fingerprint=j_fp, candidates=j_candidates, ice_options=j_ice_options,
-    )
-    janus_answer = _janus_answer(
-        oj, ov, pairs, accepted_janus_mids, allow_mixed,
-        ufrag=v_ufrag, pwd=v_pwd, fingerprint=v_fp, candidates=v_candidates, ice_options=v_ice_options,
-        tag=tag,
-    )
+    janus_side = _Transport(j_ufrag, j_pwd, j_fp, j_candidates, j_ice_options)
+    viewer_side = _Transport(v_ufrag, v_pwd, v_fp, v_candidates, v_ice_options)
+    viewer_answer = _answer(ov, oj, pairs, accepted_viewer_mids, allow_mixed, janus_side,
+                            to_viewer=True, viewer_tag=tag)
+    by_janus = {j: (i, pair) for i, (j, pair) in pairs.items()}
+    janus_answer = _answer(oj, ov, by_janus, accepted_janus_mids, allow_mixed, viewer_side,
+                           to_viewer=False, viewer_tag=tag)
     return Bridged(
         viewer_answer=str(viewer_answer),
         janus_answer=str(janus_answer),
@@ -541,93 +544,82 @@ def bridge(janus_offer: str, viewer_offer: str) -> Bridged:
     )
 
 
-def _viewer_answer(
-    oj: SessionDescription, ov: SessionDescription, pairs: dict[int, tuple[int, _Pair]],
-    bundle: list[str], allow_mixed: bool, *, ufrag: str, pwd: str, fingerprint: str,
-    candidates: list[str], ice_options: str | None,
+@dataclass(frozen=True)
+class _Transport:
+    """One side's ICE and DTLS parameters, which the answer to the other side carries."""
+
+    ufrag: str
+    pwd: str
+    fingerprint: str
+    candidates: list[str]
+    ice_options: str | None
+
+
+def _answer(
+    offer: SessionDescription, remote: SessionDescription, pairs: dict[int, tuple[int, _Pair]],
+    bundle: list[str], allow_mixed: bool, transport: _Transport, *, to_viewer: bool,
+    viewer_tag: MediaSection,
 ) -> SessionDescription:
-    """A_v: Janus's transport under the viewer's labels."""
-    origin = next((ln.value for ln in oj.session if ln.type == "o"), "- 0 1 IN IP4 127.0.0.1")
+    """An answer to ``offer`` (indexes of ``pairs`` are its m-lines) carrying
+    the other side's ``transport``: A_v (``to_viewer``: the viewer's labels,
+    Janus's transport) or A_j (Janus's labels, the viewer's transport).
+
+    Where the two differ, Janus is the sender and an ICE-lite, half-trickle
+    peer: A_v says sendonly/passive and carries Janus's SSRCs and its full
+    candidate list; A_j says recvonly/active.
+    """
+    default_origin = "- 0 1 IN IP4 127.0.0.1" if to_viewer else "- 0 1 IN IP4 0.0.0.0"
+    origin = next((ln.value for ln in remote.session if ln.type == "o"), default_origin)
     session = [Line("v", "0"), Line("o", origin), Line("s", "-"), Line("t", "0 0"),
                Line("a", "group:BUNDLE " + " ".join(bundle))]
     if allow_mixed:
         session.append(Line("a", "extmap-allow-mixed"))
-    semantic = oj.attribute("msid-semantic")
-    if semantic is not None:
+    semantic = remote.attribute("msid-semantic")
+    if to_viewer and semantic is not None:
         session.append(Line("a", f"msid-semantic:{semantic}"))
-    if oj.has("ice-lite"):  # the viewer must then be controlling: no role conflict
+    if remote.has("ice-lite"):  # the viewer must then be controlling: no role conflict
         session.append(Line("a", "ice-lite"))
+    ice_lines = [Line("a", f"ice-ufrag:{transport.ufrag}"), Line("a", f"ice-pwd:{transport.pwd}")]
+    if transport.ice_options:
+        ice_lines.append(Line("a", f"ice-options:{transport.ice_options}"))
+    fingerprint = Line("a", f"fingerprint:{transport.fingerprint}")
+    if not to_viewer:
+        # Janus 1.1.2 reads the remote ufrag/pwd/fingerprint from the session or
+        # the first m-line only: a video-only viewer (first m-line, audio,
+        # rejected) fails `start` with "SDP missing mandatory information"
+        # unless they are also at session level.
+        session += [*ice_lines, fingerprint]
+    # O_j holds every candidate (half-trickle); the viewer's may say it is done.
+    end_of_candidates = to_viewer or _has_anywhere(remote, "end-of-candidates")
     media: list[MediaSection] = []
-    for i, offered in enumerate(ov.media):
-        if i not in pairs:
+    for index, offered in enumerate(offer.media):
+        if index not in pairs:
             media.append(_rejected(offered))
             continue
-        _, pair = pairs[i]
-        vpt = pair.viewer_codec.pt
-        rtx_pt = pair.viewer_rtx.pt if pair.viewer_rtx else None
-        out = MediaSection(kind=offered.kind, port=pair.janus.port or 9, proto=offered.proto,
-                           formats=[str(vpt)] + ([str(rtx_pt)] if rtx_pt is not None else []))
-        lines = [_c_line(pair.janus, oj.session, "IN IP4 0.0.0.0"),
-                 Line("a", f"mid:{offered.mid}"), Line("a", "sendonly"), Line("a", "rtcp-mux"),
-                 Line("a", f"ice-ufrag:{ufrag}"), Line("a", f"ice-pwd:{pwd}")]
-        if ice_options:
-            lines.append(Line("a", f"ice-options:{ice_options}"))
-        lines += [Line("a", f"fingerprint:{fingerprint}"), Line("a", "setup:passive")]
-        # Janus's fmtp where it names the format the viewer offered on this
-        # PT, else the viewer's own: libwebrtc matches H.264 by profile.
-        fmtp = offered_fmtp(offered.kind, pair.viewer_codec, pair.janus_codec.fmtp or pair.viewer_codec.fmtp)
-        lines += _codec_lines(pair, pair.viewer_codec, rtx_pt=rtx_pt, fmtp=fmtp)
+        _, pair = pairs[index]
+        if to_viewer:
+            codec, rtx = pair.viewer_codec, pair.viewer_rtx
+            # Janus's fmtp where it names the format the viewer offered on
+            # this PT, else the viewer's own: libwebrtc matches H.264 by profile.
+            fmtp = offered_fmtp(offered.kind, pair.viewer_codec,
+                                pair.janus_codec.fmtp or pair.viewer_codec.fmtp)
+            port, c_line = pair.janus.port or 9, _c_line(pair.janus, remote.session, "IN IP4 0.0.0.0")
+            direction, setup = "sendonly", "passive"
+        else:
+            codec, rtx = pair.janus_codec, pair.janus_rtx
+            fmtp = pair.viewer_codec.fmtp
+            port, c_line = 9, _c_line(viewer_tag, remote.session, "IN IP4 0.0.0.0")
+            direction, setup = "recvonly", "active"
+        rtx_pt = rtx.pt if rtx else None
+        out = MediaSection(kind=offered.kind, port=port, proto=offered.proto,
+                           formats=[str(codec.pt)] + ([str(rtx_pt)] if rtx_pt is not None else []))
+        lines = [c_line, Line("a", f"mid:{offered.mid}"), Line("a", direction), Line("a", "rtcp-mux"),
+                 *ice_lines, fingerprint, Line("a", f"setup:{setup}")]
+        lines += _codec_lines(pair, codec, rtx_pt=rtx_pt, fmtp=fmtp)
         lines += [Line("a", f"extmap:{i_} {uri}") for i_, uri in pair.extmap]
-        lines += _janus_ssrc_lines(pair)
-        lines += [Line("a", f"candidate:{c}") for c in candidates]
-        lines.append(Line("a", "end-of-candidates"))  # O_j holds every candidate (half-trickle)
-        out.lines = lines
-        media.append(out)
-    return SessionDescription(session=session, media=media)
-
-
-def _janus_answer(
-    oj: SessionDescription, ov: SessionDescription, pairs: dict[int, tuple[int, _Pair]],
-    bundle: list[str], allow_mixed: bool, *, ufrag: str, pwd: str, fingerprint: str,
-    candidates: list[str], ice_options: str | None, tag: MediaSection,
-) -> SessionDescription:
-    """A_j: the viewer's transport under Janus's labels."""
-    by_janus = {j: pair for j, pair in pairs.values()}
-    origin = next((ln.value for ln in ov.session if ln.type == "o"), "- 0 1 IN IP4 0.0.0.0")
-    # Janus 1.1.2 reads the remote ufrag/pwd/fingerprint from the session or
-    # the first m-line only: a video-only viewer (first m-line, audio,
-    # rejected) fails `start` with "SDP missing mandatory information"
-    # unless they are also at session level.
-    session = [Line("v", "0"), Line("o", origin), Line("s", "-"), Line("t", "0 0"),
-               Line("a", "group:BUNDLE " + " ".join(bundle))]
-    if allow_mixed:
-        session.append(Line("a", "extmap-allow-mixed"))
-    if ov.has("ice-lite"):
-        session.append(Line("a", "ice-lite"))
-    session += [Line("a", f"ice-ufrag:{ufrag}"), Line("a", f"ice-pwd:{pwd}")]
-    if ice_options:
-        session.append(Line("a", f"ice-options:{ice_options}"))
-    session.append(Line("a", f"fingerprint:{fingerprint}"))
-    end_of_candidates = _has_anywhere(ov, "end-of-candidates")
-    media: list[MediaSection] = []
-    for j, offered in enumerate(oj.media):
-        pair = by_janus.get(j)
-        if pair is None:
-            media.append(_rejected(offered))
-            continue
-        jpt = pair.janus_codec.pt
-        rtx_pt = pair.janus_rtx.pt if pair.janus_rtx else None
-        out = MediaSection(kind=offered.kind, port=9, proto=offered.proto,
-                           formats=[str(jpt)] + ([str(rtx_pt)] if rtx_pt is not None else []))
-        lines = [_c_line(tag, ov.session, "IN IP4 0.0.0.0"),
-                 Line("a", f"mid:{offered.mid}"), Line("a", "recvonly"), Line("a", "rtcp-mux"),
-                 Line("a", f"ice-ufrag:{ufrag}"), Line("a", f"ice-pwd:{pwd}")]
-        if ice_options:
-            lines.append(Line("a", f"ice-options:{ice_options}"))
-        lines += [Line("a", f"fingerprint:{fingerprint}"), Line("a", "setup:active")]
-        lines += _codec_lines(pair, pair.janus_codec, rtx_pt=rtx_pt, fmtp=pair.viewer_codec.fmtp)
-        lines += [Line("a", f"extmap:{i_} {uri}") for i_, uri in pair.extmap]
-        lines += [Line("a", f"candidate:{c}") for c in candidates]
+        if to_viewer:
+            lines += _janus_ssrc_lines(pair)
+        lines += [Line("a", f"candidate:{c}") for c in transport.candidates]
         if end_of_candidates:
             lines.append(Line("a", "end-of-candidates"))
         out.lines = lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.core import layers
+from gateway.janus.streaming import AUTOMATIC, configure_fields
 from gateway.sdp import model as sdp
 from tests.conftest import read_fixture
 
@@ -23,17 +24,23 @@ def test_describe_lists_lowest_first_with_janus_substream_numbers() -> None:
     ]
 
 
+def janus_choice(request_body: dict, rid_list: list[str]) -> dict:
+    """A selection as Streaming configure fields: the domain's choice, then janus/'s fields."""
+    choice = layers.choose(request_body, rid_list)
+    return configure_fields(choice.spatial, choice.temporal)
+
+
 @pytest.mark.parametrize("request_body,expected", [
     ({"mediaId": "1", "rid": "h"}, {"substream": 2}),
     ({"mediaId": "1", "rid": "l"}, {"substream": 0}),
     ({"mediaId": "1", "spatialLayerId": 1, "temporalLayerId": 0}, {"substream": 1, "temporal": 0}),
-    ({"mediaId": "1"}, layers.AUTOMATIC),
+    ({"mediaId": "1"}, AUTOMATIC),
 ])
 def test_janus_choice(request_body: dict, expected: dict) -> None:
-    assert layers.janus_choice(request_body, ["h", "m", "l"]) == expected
+    assert janus_choice(request_body, ["h", "m", "l"]) == expected
 
 
 @pytest.mark.parametrize("request_body", [{"rid": "x"}, {"maxWidth": 640}, {"maxHeight": 360}])
 def test_janus_choice_refuses_what_it_cannot_honour(request_body: dict) -> None:
     with pytest.raises(ValueError):
-        layers.janus_choice(request_body, ["h", "m", "l"])
+        janus_choice(request_body, ["h", "m", "l"])
