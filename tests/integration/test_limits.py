@@ -325,7 +325,7 @@ async def test_replicas_share_budgets_through_redis(
     # Token guessing, spread over the replicas (GETs: not counted, but authenticated).
     failures = 0
     for i in range(5):
-        r = await http.get(replicas[i % 2].whep("private") + "/x/sse/y",
+        r = await http.get(replicas[i % 2].whep("private") + "/x",
                            headers={"Authorization": f"Bearer guess-{i}"})
         if r.status_code == 429:
             break
