@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from gateway.http import whep
 from gateway.http import whip
-from gateway.http import pages
+from gateway.http import admin, pages
 from gateway import probes
 from gateway.core.auth import StreamKeys, ViewerTokens
 from gateway.config import Settings
@@ -122,6 +122,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             *whip.routes,
             *whep.routes,
             *pages.routes,
+            *admin.routes,
             Route("/api/streams", list_streams),
             Route("/healthz", health),
         ],

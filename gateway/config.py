@@ -118,6 +118,11 @@ class Settings(BaseSettings):
         None, min_length=16,
         description="HS256 secret: every stream then needs a viewer token (JWT with a stream claim)",
     )
+    admin_token: str | None = Field(
+        None, min_length=16,
+        description="Bearer token of the operator API under /api (streams, sessions, nodes, "
+        "recordings); unset: those routes answer 404",
+    )
     public_listing: Literal["names", "details", "off"] = Field(
         "names", description="what GET /api/streams and the / page show anyone: names (stream "
         "names and live state), details (plus codecs and viewer counts) or off (404). "

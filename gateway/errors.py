@@ -74,6 +74,12 @@ class ViewerTokenRequired(AuthenticationRequired):
     title = "Viewer token required"
 
 
+class AdminTokenRequired(AuthenticationRequired):
+    """An operator API call without ``Authorization: Bearer <admin_token>``."""
+
+    title = "Admin token required"
+
+
 class Forbidden(GatewayError):
     status = 403
     title = "Forbidden"
@@ -85,6 +91,12 @@ class PublishKeyRejected(Forbidden):
     title = "Publish key rejected"
 
 
+class AdminTokenRejected(Forbidden):
+    """A token that is not the operator's ``admin_token``."""
+
+    title = "Admin token rejected"
+
+
 class ViewerTokenRejected(Forbidden):
     """A viewer token that does not open this stream (unknown, forged, or another stream's)."""
 
@@ -94,6 +106,12 @@ class ViewerTokenRejected(Forbidden):
 class ResourceNotFound(GatewayError):
     status = 404
     title = "Not found"
+
+
+class AdminApiOff(ResourceNotFound):
+    """No ``admin_token`` is set: the operator API does not exist."""
+
+    title = "Admin API off"
 
 
 class StreamBusy(GatewayError):
