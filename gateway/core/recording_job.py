@@ -120,10 +120,12 @@ def _mux(av: Any, singles: list[tuple[Path, MjrHeader]], t0: int, target: Path,
             offset = Fraction(header.first_packet_us - t0, 1_000_000)
             feeds.append(_timed(container, stream, o, offset))
         end = 0.0
+        told = 0.0
         for when, packet in heapq.merge(*feeds, key=lambda item: item[0]):
             out.mux(packet)
             end = max(end, when)
-            if total and int(when) % 30 == 0:  # now and then, not per packet
+            if total and when - told >= 30:  # every 30 s of media, not per packet
+                told = when
                 _say({"progress": round(0.6 + 0.4 * min(when / total, 1.0), 3), "step": "muxing"})
         facts["duration_s"] = round(end, 3)
     finally:

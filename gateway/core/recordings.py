@@ -65,6 +65,7 @@ class Recording:
     width: int | None = None
     height: int | None = None
     error: str | None = None
+    conversion_s: float | None = None  # wall-clock time the conversion took
     progress: float | None = None  # 0..1 while processing
     step: str | None = None
 
@@ -385,6 +386,7 @@ class Recordings:
         code = await self._job.wait()
         self._job = None
         record.progress = record.step = None
+        record.conversion_s = round(time.monotonic() - started, 3)
         if result is not None and result.get("ok"):
             for key in ("file", "container", "size", "width", "height", "duration_s"):
                 setattr(record, key, result.get(key))
@@ -393,7 +395,7 @@ class Recordings:
             for raw_file in folder.glob("*.mjr"):
                 raw_file.unlink(missing_ok=True)
             log.info("recordings: %s ready (%s, %.1f s of media, converted in %.2f s)",
-                     record.id, record.file, record.duration_s or 0, time.monotonic() - started)
+                     record.id, record.file, record.duration_s or 0, record.conversion_s)
         else:
             record.state = RecordingState.FAILED.value
             if result is not None:
