@@ -1,7 +1,7 @@
 """What converting a recording costs, per minute of media.
 
     sudo .venv/bin/python bench/recording_cost.py                 # 60 s, 640x360, H.264 and VP8
-    sudo .venv/bin/python bench/recording_cost.py --seconds 120 --width 1280 --height 720
+    sudo .venv/bin/python bench/recording_cost.py --noise      # a picture that costs bits
 
 One real Janus 1.1.2 and the gateway (in this process, with ``record = ["*"]``)
 in a private network namespace; two aiortc publishers (H.264 + Opus on one
@@ -30,6 +30,21 @@ from typing import Any
 import harness  # noqa: F401  (puts the repository on sys.path)
 
 TOKEN = "bench-recording-token-0123456789"
+
+
+def noisy(track_cls: Any) -> Any:
+    """The test pattern with random luma: encoders then run at their bitrate cap,
+    as a camera's picture makes them, instead of ~160 kbit/s of easy bars."""
+    import os
+
+    class Noise(track_cls):  # type: ignore[misc, valid-type]
+        async def recv(self) -> Any:
+            frame = await super().recv()
+            plane = frame.planes[0]
+            plane.update(os.urandom(plane.line_size * plane.height))
+            return frame
+
+    return Noise
 
 
 def children_cpu() -> float:
@@ -72,8 +87,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for stream, codec in (("bench-h264", "video/H264"), ("bench-vp8", "video/VP8")):
                 pc = RTCPeerConnection()
                 pc.addTransceiver(ToneTrack(), direction="sendonly")
-                pc.addTransceiver(TestPatternTrack(args.width, args.height, args.fps),
-                                  direction="sendonly")
+                video = noisy(TestPatternTrack) if args.noise else TestPatternTrack
+                pc.addTransceiver(video(args.width, args.height, args.fps), direction="sendonly")
                 prefer_codec(pc, "video", codec)
                 await pc.setLocalDescription(await pc.createOffer())
                 whip = WhipSession(f"{base}/whip/{stream}", http=http)
@@ -127,6 +142,8 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=360)
     parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--noise", action="store_true",
+                        help="random picture: the encoders' full bitrate (about 1 Mbit/s in aiortc)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if not harness.enter_netns("recording_cost"):

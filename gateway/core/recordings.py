@@ -176,6 +176,8 @@ class Recordings:
         self._janitor: asyncio.Task[None] | None = None
         self._job: asyncio.subprocess.Process | None = None
         self._loaded = False
+        # The conversion process; its arguments are the folder and the file's name.
+        self.job_command: list[str] = [sys.executable, "-m", "gateway.core.recording_job"]
         self.on_ready: list[Callable[[dict[str, Any]], None]] = []  # e.g. a recording.ready webhook
         if registry is not None:
             registry.subscribe(self)
@@ -364,7 +366,7 @@ class Recordings:
             p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
         name = f"{record.stream}-{record.id}"
         self._job = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.core.recording_job", str(folder), name,
+            *self.job_command, str(folder), name,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env)
         result: dict[str, Any] | None = None
         other: list[str] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import struct
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +183,25 @@ def test_record_setting_and_flag() -> None:
     assert load_settings().record == [], "off by default"
     with pytest.raises(SettingsError, match="record"):
         load_settings(record=["a/b"])
+
+
+async def test_a_conversion_process_that_dies_leaves_failed_with_raw_files(tmp_path: Path) -> None:
+    """What a crash halfway through a conversion looks like from the gateway's side."""
+    r = recordings(tmp_path)
+    r.job_command = [sys.executable, "-c", "import os, signal, sys; "
+                     "print('{\"progress\": 0.3, \"step\": \"muxing\"}', flush=True); "
+                     "os.kill(os.getpid(), signal.SIGKILL)"]
+    ready: list[dict[str, Any]] = []
+    r.on_ready.append(ready.append)
+    s = session()
+    folder = Path(r.plan(s) or "")
+    folder.mkdir()
+    mjr(folder / "x-video-1.mjr")
+    r.publisher_changed(s, PublisherChange.LIVE)
+    r.start()
+    r.closed(s)
+    await r.close()
+    [record] = r.list()
+    assert record["state"] == "failed" and "signal 9" in record["error"], record
+    assert (folder / "x-video-1.mjr").exists() and ready == []
+    assert json.loads((tmp_path / "index.json").read_text())["recordings"][0]["state"] == "failed"
