@@ -205,7 +205,9 @@ class Recordings:
             self._save()
 
     def start(self) -> None:
-        self.load()
+        # A gateway that records nothing and never did makes no folder.
+        if self.streams or self._index.path.exists():
+            self.load()
         self._worker = asyncio.create_task(self._work(), name="recordings-worker")
         if self.policy.retention_days > 0:
             self._janitor = asyncio.create_task(self._retention_loop(), name="recordings-retention")

@@ -205,3 +205,11 @@ async def test_a_conversion_process_that_dies_leaves_failed_with_raw_files(tmp_p
     assert record["state"] == "failed" and "signal 9" in record["error"], record
     assert (folder / "x-video-1.mjr").exists() and ready == []
     assert json.loads((tmp_path / "index.json").read_text())["recordings"][0]["state"] == "failed"
+
+
+async def test_a_gateway_that_records_nothing_makes_no_folder(tmp_path: Path) -> None:
+    r = Recordings(RecordingPolicy(folder=tmp_path / "recordings"))
+    r.start()
+    assert r.list() == [] and r.plan(session()) is None
+    await r.close()
+    assert not (tmp_path / "recordings").exists()
