@@ -91,8 +91,11 @@ def convert(folder: Path, name: str) -> dict[str, Any]:
         _say({"progress": 0.6, "step": "muxing"})
         target = folder / f"{name}.{fmt}"
         partial = folder / f".{name}.{fmt}.part"
-        facts = _mux(av, singles, t0, partial, fmt)
-        os.replace(partial, target)
+        try:
+            facts = _mux(av, singles, t0, partial, fmt)
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)  # a failed mux leaves no half file
     finally:
         for leftover in work.iterdir():
             leftover.unlink()

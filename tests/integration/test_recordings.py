@@ -94,16 +94,20 @@ def decode(path: Path) -> dict[str, Any]:
         audio = container.streams.audio[0]
         frames, sizes, vts = 0, set(), []
         samples, rate = 0, audio.codec_context.sample_rate or 48000
+        first_audio = None
         for frame in container.decode(video, audio):
             if isinstance(frame, av.VideoFrame):
                 frames += 1
                 sizes.add((frame.width, frame.height))
                 vts.append(float(frame.pts * frame.time_base))
             else:
+                if first_audio is None and frame.pts is not None:
+                    first_audio = float(frame.pts * frame.time_base)
                 samples += frame.samples
         return {"format": container.format.name, "video_codec": video.codec_context.name,
                 "audio_codec": audio.codec_context.name, "frames": frames, "sizes": sizes,
-                "video_s": max(vts) - min(vts) if vts else 0.0, "audio_s": samples / rate}
+                "video_s": max(vts) - min(vts) if vts else 0.0, "audio_s": samples / rate,
+                "start_gap_s": abs((first_audio or 0.0) - (min(vts) if vts else 0.0))}
 
 
 @pytest.mark.parametrize("codec,container,video_codec", [
@@ -139,6 +143,7 @@ async def test_session_ends_as_one_playable_file(
     assert decoded["video_codec"] == video_codec and decoded["audio_codec"] == "opus"
     assert abs(decoded["video_s"] - sent) < 1.5 and abs(decoded["audio_s"] - sent) < 1.5
     assert decoded["frames"] > 10 * 15, "most of the 30 fps arrived"
+    assert decoded["start_gap_s"] < 0.5, "audio and video start together"
     folder = tmp_path / "rec" / record["id"]
     assert not list(folder.glob("*.mjr")), "raw files go once the file is ready"
 
