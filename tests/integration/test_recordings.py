@@ -241,3 +241,17 @@ async def test_recording_left_processing_at_start_is_marked_failed(
     assert "progress" not in record
     assert (folder / "20261207-120000-abcdef" / "x-video-1.mjr").exists()
     assert json.loads((folder / "index.json").read_text())["recordings"][0]["state"] == "failed"
+
+
+async def test_below_the_free_space_floor_publishing_goes_on_unrecorded(
+    start_gateway: GatewayFactory, http: httpx.AsyncClient, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    gw = await start_gateway(admin_token=TOKEN, record=["*"], recordings_dir=tmp_path / "rec",
+                             recordings_min_free_mb=1 << 40, public_listing="details")
+    with caplog.at_level("WARNING", logger="gateway.core.recordings"):
+        await publish(http, gw, "full", "video/VP8", 0.5)  # went live: publishing went on
+    await gw.app.state.ingest.settled()
+    assert await recordings(http, gw) == []
+    assert "not recording stream full" in caplog.text
+    assert not [p for p in (tmp_path / "rec").iterdir() if p.is_dir()], "no recording folder"
