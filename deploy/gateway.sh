@@ -17,7 +17,7 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   [ -n "$mode" ] && shift || true
 fi
 
-serve_packages=(janus python3-venv python3-dev iproute2)
+serve_packages=(janus janus-tools python3-venv python3-dev iproute2)  # janus-tools: janus-pp-rec, for recordings
 test_packages=(simple-whip-client gstreamer1.0-tools gstreamer1.0-plugins-base
                gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
                gstreamer1.0-nice gstreamer1.0-libav chromium firefox-esr redis-server nginx-light)

@@ -23,6 +23,7 @@ from gateway.core.egress import Egress, EgressPolicy
 from gateway.errors import GatewayError, ResourceNotFound
 from gateway.core.events import EventHub
 from gateway.core.ingest import Ingest, IngestPolicy
+from gateway.core.recordings import RecordingPolicy, Recordings
 from gateway.core.streams import StreamRegistry
 from gateway.backend import Backend, build_backend
 from gateway.http.logredact import install_log_redaction
@@ -78,6 +79,11 @@ SERVER_OPTIONS = {
 def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     backend = backend or build_backend(settings)
     registry = StreamRegistry()  # where ingest announces publishers and egress hears them
+    recordings = Recordings(RecordingPolicy(
+        folder=settings.recordings_dir, streams=tuple(settings.record),
+        min_free_bytes=settings.recordings_min_free_mb * 1024 * 1024,
+        retention_days=settings.recordings_retention_days,
+    ), registry)
     ingest = Ingest(
         backend.pool,
         StreamKeys(settings.stream_keys),
@@ -89,6 +95,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             media_timeout=settings.publisher_media_timeout,
         ),
         registry,
+        recorder=recordings,
     )
 
     egress = Egress(
@@ -108,12 +115,14 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await backend.start()
         egress.start()
+        recordings.start()
         try:
             yield
         finally:
             await egress.close()
             await ingest.close()
             await egress.settled()
+            await recordings.close()
             await backend.close()
             await rate_limits.close()
 
@@ -155,6 +164,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     app.state.streams = registry
     app.state.ingest = ingest
     app.state.egress = egress
+    app.state.recordings = recordings
     app.state.rate_limits = rate_limits
     install_log_redaction()
     return app

@@ -65,6 +65,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "ice_servers": [_ice_server(v) for v in args.ice_server] if args.ice_server else None,
         "log_level": args.log_level,
         "trusted_proxies": args.trusted_proxy,
+        "record": args.record,
     }
 
 
@@ -395,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help='viewer token for a stream ("*" for every stream); repeatable')
     s.add_argument("--trusted-proxy", action="append", metavar="ADDRESS|CIDR",
                    help="reverse proxy whose X-Forwarded-For names the client; repeatable")
+    s.add_argument("--record", action="append", metavar="STREAM",
+                   help='record this stream\'s publish sessions ("*": every stream); repeatable')
     s.set_defaults(run=serve)
 
     o = commands.add_parser("offer", help="print an SDP offer (Opus + H.264 or VP8), "

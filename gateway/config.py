@@ -191,6 +191,21 @@ class Settings(BaseSettings):
         "30/minute", description="401/403 answers per client address; past it, its requests "
         "with a token get 429",
     )
+    record: list[str] = Field(
+        default_factory=list, description='streams whose publish sessions are recorded ("*": '
+        "every stream); each session ends as one MP4 or WebM under recordings_dir",
+    )
+    recordings_dir: Path = Field(
+        Path("recordings"), description="where recordings and their index.json live; the "
+        "ingest Janus writes its .mjr files here, so it must be on the same filesystem",
+    )
+    recordings_min_free_mb: int = Field(
+        1024, ge=0, description="free-space floor in MB: below it, new recordings are not "
+        "started (publishing goes on)",
+    )
+    recordings_retention_days: float = Field(
+        0, ge=0, description="recordings older than this many days are deleted; 0: kept forever",
+    )
     tls_cert: Path | None = Field(
         None, description="PEM certificate (chain): serve HTTPS; browsers need it for "
         "/publish/<stream> from another machine (camera access needs a secure context)",
@@ -239,6 +254,16 @@ class Settings(BaseSettings):
             if path is not None and not path.is_file():
                 raise ValueError(f"{str(path)!r} is not a readable file")
         return self
+
+    @field_validator("record")
+    @classmethod
+    def _recorded(cls, value: list[str]) -> list[str]:
+        import re
+
+        bad = [n for n in value if n != "*" and not re.match(STREAM_NAME_PATTERN, n)]
+        if bad:
+            raise ValueError(f"{bad} are not stream names (or *)")
+        return value
 
     @field_validator("stream_keys", "viewer_keys")
     @classmethod

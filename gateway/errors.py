@@ -114,6 +114,12 @@ class AdminApiOff(ResourceNotFound):
     title = "Admin API off"
 
 
+class RecordingNotFound(ResourceNotFound):
+    """No recording has that id (never made, deleted, or past the retention)."""
+
+    title = "Recording not found"
+
+
 class StreamBusy(GatewayError):
     """Another publisher is live on the stream (and still sending media)."""
 
@@ -128,6 +134,14 @@ class StreamNotLive(GatewayError):
     status = 409
     title = "Stream is not live"
     retry_after_default = 5
+
+
+class RecordingNotReady(GatewayError):
+    """The recording's file is not there yet (recording, processing) or never will be
+    (failed): no download, and no delete while it is being made."""
+
+    status = 409
+    title = "Recording not ready"
 
 
 class PreconditionFailed(GatewayError):
@@ -145,6 +159,16 @@ class BodyTooLarge(GatewayError):
 class UnsupportedContentType(GatewayError):
     status = 415
     title = "Unsupported media type"
+
+
+class RangeNotSatisfiable(GatewayError):
+    """RFC 9110 section 15.5.17: a Range that starts past the end of the file."""
+
+    status = 416
+    title = "Range not satisfiable"
+
+    def __init__(self, detail: str, *, size: int) -> None:
+        super().__init__(detail, headers={"Content-Range": f"bytes */{size}"})
 
 
 class UnsupportedMedia(GatewayError):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 from gateway.core import offers
 from gateway.sdp.formats import room_h264_profile
@@ -51,6 +52,16 @@ class PatchResult:
     etag: str | None = None
 
 
+class SessionRecorder(Protocol):
+    """Records publish sessions (``core/recordings.Recordings``)."""
+
+    def plan(self, session: PublisherSession) -> str | None:
+        """The folder to record the session into, or None."""
+
+    def closed(self, session: PublisherSession) -> None:
+        """Janus has let go of the session (its recording files are closed)."""
+
+
 class _PublisherPeer:
     """A publisher's PeerConnection events, for ``Ingest``."""
 
@@ -70,8 +81,10 @@ class _PublisherPeer:
 
 class Ingest:
     def __init__(self, pool: NodePool, keys: StreamKeys, policy: IngestPolicy,
-                 registry: StreamRegistry | None = None) -> None:
+                 registry: StreamRegistry | None = None,
+                 recorder: SessionRecorder | None = None) -> None:
         self.pool = pool
+        self.recorder = recorder
         self.keys = keys
         self.policy = policy
         self.registry = registry or StreamRegistry()
@@ -104,11 +117,14 @@ class Ingest:
         if old is not None:
             log.info("stream %s: replacing publisher %s (%s)", stream, old.id[:8], old.state.value)
             await self._end(old, "replaced by a new publisher")
+        options = self._room_options(offer)
+        if self.recorder is not None:
+            options = replace(options, record_dir=self.recorder.plan(session))
         try:
             # One deadline for the whole set-up: OBS gives up after 8 s.
             async with asyncio.timeout(self.policy.setup_deadline):
                 session.backend = await RoomPublisher.open(
-                    node, offer=offer_text, display=stream, options=self._room_options(offer),
+                    node, offer=offer_text, display=stream, options=options,
                     observer=_PublisherPeer(self, session),
                     timeout=self.policy.janus_timeout,
                 )
@@ -224,6 +240,8 @@ class Ingest:
         if session.backend is not None:
             self.registry.announce(session, PublisherChange.ENDED)
             await session.backend.close()
+            if self.recorder is not None:
+                self.recorder.closed(session)
 
     def node_down(self, node: JanusNode) -> None:
         """End what lived on the node; a set-up still running there fails (503)."""

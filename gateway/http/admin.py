@@ -38,3 +38,8 @@ def require_admin(request: Request) -> None:
 
 # The operator resources' routes, one line per module.
 routes: list[BaseRoute] = []
+
+# Imported last: each resource module imports require_admin from here.
+from gateway.http import recordings  # noqa: E402
+
+routes += recordings.routes

@@ -35,6 +35,7 @@ class RoomOptions:
     bitrate: int = 0
     fir_freq: int = 0
     h264_profile: str | None = None  # the publisher's H.264 profile-level-id to take, if offered
+    record_dir: str | None = None  # record the publisher's media (.mjr files) into this folder
 
 
 @dataclass
@@ -205,6 +206,8 @@ async def _create_room(node: JanusNode, options: RoomOptions, *, description: st
         }
         if options.h264_profile:
             body["h264_profile"] = options.h264_profile
+        if options.record_dir:  # Janus 1.1.2: a recorded room records each publisher's media
+            body["record"], body["rec_dir"] = True, options.record_dir
         try:
             await control_request(node, VIDEOROOM, body)
             return room_id
