@@ -268,8 +268,10 @@ def read_request(scope: Scope) -> LimitedRequest | None:
     kind, stream, session, _ = match.groups()
     headers = scope.get("headers", [])
     query = scope.get("query_string", b"")
+    # Latin-1 maps every byte: a query string that is not ASCII (a fuzzer's,
+    # or a client's raw UTF-8) must not turn into a 500 here.
     has_token = any(k == b"authorization" for k, _ in headers) or (
-        bool(query) and b"token" in parse_qs(query))
+        bool(query) and "token" in parse_qs(query.decode("latin-1")))
     client = scope.get("client")
     return LimitedRequest(
         method=scope["method"],

@@ -47,6 +47,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiortc import RTCSessionDescription
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -696,11 +697,17 @@ async def keyed(start_gateway: GatewayFactory, http: httpx.AsyncClient) -> Async
         r = await http.post(gw.whip("patch"), content=idle_pc.localDescription.sdp,
                             headers={"Content-Type": SDP, **auth})
         assert r.status_code == 201, r.text
+        # Both peers take their answers, so their ICE connects and Janus keeps
+        # the sessions for the whole fuzz run: an unanswered peer's ICE fails
+        # after a while, Janus hangs up, and on a slow machine the teardown's
+        # DELETE then found no session (404).
+        await idle_pc.setRemoteDescription(RTCSessionDescription(sdp=r.text, type="answer"))
         patch_session = {"location": r.headers["location"], "etag": r.headers["etag"]}
         ufrag, pwd = sdp.parse(idle_pc.localDescription.sdp).ice_credentials()
         r = await http.post(gw.whep("show"), content=viewer_pc.localDescription.sdp,
                             headers={"Content-Type": SDP, "Authorization": f"Bearer {token}"})
         assert r.status_code == 201, r.text
+        await viewer_pc.setRemoteDescription(RTCSessionDescription(sdp=r.text, type="answer"))
         links = {link["rel"]: link["url"] for link in r.links.values()}
         viewer = {"location": r.headers["location"], "etag": r.headers["etag"], "sse": links[SSE_REL]}
         yield {"gw": gw, "whip": patch_session, "whep": viewer, "token": token,

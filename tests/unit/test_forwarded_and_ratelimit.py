@@ -146,6 +146,9 @@ def test_which_requests_count_and_how() -> None:
     assert read_request(_scope("GET", "/api/streams")) is None
     weird = read_request(_scope("POST", "/whep/" + "x" * 300))
     assert weird is not None and weird.stream == "-"  # no key per invalid name
+    # A raw UTF-8 query (found by test_fuzz.py::test_headers) was a 500 here.
+    raw = read_request(_scope("POST", "/whep/live", query="token=\u00e9t\u00e9&x=\u2603".encode()))
+    assert raw is not None and raw.has_token
 
 
 def test_retry_after_says_when_a_sliding_window_admits_again() -> None:
