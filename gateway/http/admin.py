@@ -37,4 +37,8 @@ def require_admin(request: Request) -> None:
 
 
 # The operator resources' routes, one line per module.
-routes: list[BaseRoute] = []
+from gateway.http import admin_nodes  # noqa: E402  (it uses require_admin, above)
+
+routes: list[BaseRoute] = [
+    *admin_nodes.routes,
+]
