@@ -89,8 +89,9 @@ class Viewer:
         self.location: str | None = None
         self.events: asyncio.Future[list[tuple[str, dict]]] | None = None
 
-    async def join(self, http: httpx.AsyncClient, url: str, *, listen: bool = False) -> httpx.Response:
-        self.pc, self.frames = await aiortc_viewer()
+    async def join(self, http: httpx.AsyncClient, url: str, *, listen: bool = False,
+                   audio: bool = True) -> httpx.Response:
+        self.pc, self.frames = await aiortc_viewer(audio=audio)
         r = await watch(http, url, self.pc)
         if r.status_code == 201:
             self.location = r.headers["location"]
@@ -417,3 +418,32 @@ async def test_ingest_killed_publisher_moves_and_viewers_keep_their_mountpoint(
         if not dead.running():
             dead.start()
             await wait_healthy(gw, "in1" if dead is nodes[0] else "in2")
+
+
+@pytest.mark.parametrize("janus_node", [[]])  # no Janus given: the embedded default
+async def test_embedded_default_runs_several_egress_nodes(
+    start_gateway: GatewayFactory, http: httpx.AsyncClient
+) -> None:
+    """``janus_egress_nodes`` (``--egress-nodes``): one managed ingest Janus
+    and N egress ones; with one viewer each, viewers take both."""
+    gw = await start_gateway(admin_token=TOKEN, public_listing="details", janus=[],
+                             janus_ice_enforce_list=INTERFACE, janus_rtp_port_range="60001-64000",
+                             janus_egress_nodes=2, janus_egress_max_viewers=1)
+    listed = await pool(http, gw)
+    assert {n: (v["role"], v["healthy"]) for n, v in listed.items()} == {
+        "ingest": ("ingest", True), "egress1": ("egress", True), "egress2": ("egress", True)}
+    assert listed["egress1"]["capacity"]["max_viewers"] == 1
+    publisher = await start_publisher(gw, http, "box")
+    viewers = [Viewer(), Viewer(), Viewer()]
+    try:
+        for viewer in viewers[:2]:
+            assert (await viewer.join(http, gw.whep("box"))).status_code == 201
+        for viewer in viewers[:2]:
+            assert viewer.frames is not None
+            await viewer.frames.wait(10)
+        assert await viewers_per_node(http, gw) == {"egress1": 1, "egress2": 1}
+        assert_problem(await viewers[2].join(http, gw.whep("box")), 503)
+    finally:
+        for viewer in viewers:
+            await viewer.leave(http)
+        await publisher.stop()
