@@ -105,7 +105,11 @@ def _reload_on_sighup(app: Starlette) -> Callable[[], None]:
         loop.add_signal_handler(signal.SIGHUP, handler)
     except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
         return lambda: None
-    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+    def undo() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return undo
 
 
 def create_app(settings: Settings, backend: Backend | None = None,

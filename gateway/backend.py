@@ -49,7 +49,8 @@ class Backend:
 
     async def add_node(self, spec: JanusNodeSettings) -> JanusNode:
         """A configured node taken in at run time (``POST /api/nodes``, SIGHUP)."""
-        node = configured_node(spec, self.settings or Settings(), len(self.pool.nodes))
+        settings = self.settings if self.settings is not None else Settings.model_validate({})
+        node = configured_node(spec, settings, len(self.pool.nodes))
         try:
             await self.pool.add(node)
         except BaseException:

@@ -114,3 +114,17 @@ def test_meter_turns_janus_byte_counters_into_stream_bitrates() -> None:
     assert pool.bitrate_of("cam") == 1_000_000
     meter.record([], now=14.0)
     assert "cam" not in pool.stream_bitrate
+
+
+def test_publishers_skip_draining_ingest_nodes() -> None:
+    a, b, e = FakeNode("a", "ingest"), FakeNode("b", "both"), FakeNode("e")
+    pool = pool_of(a, b, e)
+    a.load, b.load = 0, 5
+    assert pool.for_publisher() is a
+    pool.drain("a")
+    assert pool.for_publisher() is b
+    pool.drain("b")
+    with pytest.raises(CapacityExhausted):
+        pool.for_publisher()
+    pool.undrain("a")
+    assert pool.for_publisher() is a
