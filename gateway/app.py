@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from typing import AsyncIterator
+import logging
+import signal
+from pathlib import Path
+from typing import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -18,7 +22,7 @@ from gateway.http import whip
 from gateway.http import admin, pages
 from gateway import probes
 from gateway.core.auth import StreamKeys, ViewerTokens
-from gateway.config import Settings
+from gateway.config import Settings, SettingsError, load_settings
 from gateway.core.egress import Egress, EgressPolicy
 from gateway.errors import GatewayError, ResourceNotFound
 from gateway.core.events import EventHub
@@ -30,6 +34,8 @@ from gateway.http.logredact import install_log_redaction
 from gateway.http.problems import gateway_error_handler, http_error_handler, unexpected_error_handler
 from gateway.http.forwarded import ForwardedMiddleware, TrustedProxies, parse_networks
 from gateway.http.ratelimit import RateLimitMiddleware, RateLimits
+
+log = logging.getLogger(__name__)
 
 
 async def list_streams(request: Request) -> JSONResponse:
@@ -76,7 +82,39 @@ SERVER_OPTIONS = {
 }
 
 
-def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
+def _reload_on_sighup(app: Starlette) -> Callable[[], None]:
+    """SIGHUP re-reads ``app.state.config_file`` and makes the node pool match
+    its ``janus`` list (``Backend.reload``); returns the undo."""
+    loop = asyncio.get_running_loop()
+
+    async def reload() -> None:
+        path = getattr(app.state, "config_file", None)
+        if path is None:
+            log.warning("SIGHUP: no config file to reload (serve --config)")
+            return
+        try:
+            await app.state.backend.reload(load_settings(path))
+        except SettingsError as exc:
+            log.error("SIGHUP: %s; the node pool is unchanged", exc)
+
+    def handler() -> None:
+        task = loop.create_task(reload())
+        app.state.reloads.add(task)
+        task.add_done_callback(app.state.reloads.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, handler)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+        return lambda: None
+
+    def undo() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return undo
+
+
+def create_app(settings: Settings, backend: Backend | None = None,
+               config_file: Path | None = None) -> Starlette:
     backend = backend or build_backend(settings)
     registry = StreamRegistry()  # where ingest announces publishers and egress hears them
     recordings = Recordings(RecordingPolicy(
@@ -116,9 +154,12 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         await backend.start()
         egress.start()
         recordings.start()
+        undo_sighup = _reload_on_sighup(app)
         try:
             yield
         finally:
+            undo_sighup()
+            await asyncio.gather(*app.state.reloads, return_exceptions=True)
             await egress.close()
             await ingest.close()
             await egress.settled()
@@ -166,5 +207,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     app.state.egress = egress
     app.state.recordings = recordings
     app.state.rate_limits = rate_limits
+    app.state.config_file = config_file
+    app.state.reloads = set()
     install_log_redaction()
     return app

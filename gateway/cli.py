@@ -58,6 +58,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "janus_ice_enforce_list": args.janus_interface,
         "janus_nat_1_1_mapping": args.janus_nat_1_1,
         "janus_rtp_port_range": args.janus_rtp_ports,
+        "janus_egress_nodes": args.egress_nodes,
         "tls_cert": args.tls_cert,
         "tls_key": args.tls_key,
         "stream_keys": _pairs(args.stream_key, "--stream-key"),
@@ -89,7 +90,7 @@ def serve(args: argparse.Namespace) -> int:
         logging.getLogger("gateway").warning(
             "no stream keys configured: anyone who can reach the gateway may publish"
         )
-    app = create_app(settings, backend)
+    app = create_app(settings, backend, config_file=args.config)
     scheme = "https" if settings.tls_cert else "http"
     where = f"{scheme}://{settings.host}:{settings.port}"
     logging.getLogger("gateway").info("WHIP endpoint: %s/whip/<stream>", settings.public_url or where)
@@ -384,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--janus-rtp-ports", metavar="MIN-MAX",
                    help="managed Janus: UDP ports for media (default 20000-40000); open them "
                    "in the firewall for publishers and viewers on other machines")
+    s.add_argument("--egress-nodes", type=int, metavar="N",
+                   help="managed mode: run N egress Janus processes (default 1; one per core "
+                   "or two uses a large machine)")
     s.add_argument("--tls-cert", type=Path, metavar="PEM",
                    help="serve HTTPS with this certificate (chain); needs --tls-key")
     s.add_argument("--tls-key", type=Path, metavar="PEM", help="private key for --tls-cert")

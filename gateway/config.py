@@ -64,7 +64,16 @@ class JanusNodeSettings(BaseModel):
     admin_secret: str | None = None
     api_secret: str | None = None
     plugin_admin_key: str | None = None
-    name: str | None = None
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    region: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="region label: viewers of this region are placed here; none: any region",
+    )
+    max_viewers: int = Field(0, ge=0, description="egress: most viewers at once; 0: no limit")
+    max_out_bitrate: int = Field(
+        0, ge=0, description="egress: outbound budget in bit/s, each viewer counted at its "
+        "stream's bitrate; 0: no limit",
+    )
 
     @field_validator("url", "admin_url")
     @classmethod
@@ -99,12 +108,38 @@ class Settings(BaseSettings):
         None, description="managed Janus behind 1:1 NAT: the public IP it advertises in candidates"
     )
     janus_stun_server: str | None = Field(None, description="host:port for the managed Janus")
+    janus_egress_nodes: int = Field(
+        1, ge=1, le=64, description="managed mode: how many egress Janus processes to run "
+        "(one per core or two uses a large machine; viewers spread over them)",
+    )
+    janus_egress_max_viewers: int = Field(
+        0, ge=0, description="managed egress nodes: most viewers each; 0: no limit")
+    janus_egress_max_out_bitrate: int = Field(
+        0, ge=0, description="managed egress nodes: outbound bit/s budget each; 0: no limit")
     janus_rtp_port_range: str = Field("20000-40000", pattern=r"^\d+-\d+$")
     janus_debug_level: int = Field(4, ge=0, le=7)
     janus_event_loops: int = Field(
         2, ge=0, le=64, description="managed Janus: shared event loops (0: a thread per handle)"
     )
     janus_request_timeout: float = Field(4.0, gt=0, le=30)
+
+    region: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="this gateway's region: viewers of unknown region count as its own",
+    )
+    region_networks: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="region -> client CIDRs: a viewer's address says its region (a "
+        "'region' query parameter on the WHEP POST wins over it)",
+    )
+    region_gateways: dict[str, str] = Field(
+        default_factory=dict,
+        description="region -> base URL of that region's gateway: its viewers get 307 there",
+    )
+    stream_bitrate_default: int = Field(
+        2_000_000, ge=1, description="bit/s a viewer counts for while Janus has not yet "
+        "reported its stream's bitrate (or a node has no admin API)",
+    )
 
     stream_keys: dict[str, str] = Field(
         default_factory=dict,
@@ -227,6 +262,26 @@ class Settings(BaseSettings):
                 raise ValueError(f"{value!r} is not an http(s) URL")
             return value.rstrip("/")
         return value
+
+    @field_validator("region_networks")
+    @classmethod
+    def _region_networks(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for region, networks in value.items():
+            try:
+                for network in networks:
+                    ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"region {region!r}: {exc}") from None
+        return value
+
+    @field_validator("region_gateways")
+    @classmethod
+    def _region_gateways(cls, value: dict[str, str]) -> dict[str, str]:
+        for region, url in value.items():
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"region {region!r}: {url!r} is not an http(s) URL")
+        return {region: url.rstrip("/") for region, url in value.items()}
 
     @field_validator("janus_nat_1_1_mapping")
     @classmethod

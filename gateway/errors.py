@@ -223,6 +223,33 @@ class MediaServerUnavailable(GatewayError):
     retry_after_default = 2
 
 
+class CapacityExhausted(MediaServerUnavailable):
+    """Every egress node that could take the viewer is full or draining (WHEP,
+    Load Balancing and Redirections: 503 with Retry-After under high load)."""
+
+    title = "No capacity left"
+    retry_after_default = 5
+
+
+class ViewerInOtherRegion(GatewayError):
+    """RFC 9725 section 4.5 and WHEP Load Balancing: a viewer of another region
+    is sent to that region's gateway with 307 (the POST is repeated there)."""
+
+    status = 307
+    title = "Served by another region's gateway"
+
+    def __init__(self, detail: str, *, location: str) -> None:
+        super().__init__(detail, headers={"Location": location})
+
+
+class NodeConflict(GatewayError):
+    """An operator change the node pool cannot make: a name it already has,
+    or removing its last node."""
+
+    status = 409
+    title = "Node pool conflict"
+
+
 class MediaServerRejected(GatewayError):
     """Janus refused or failed something the gateway itself wrote or asked for
     (not the client's SDP: that is 400 or 422)."""

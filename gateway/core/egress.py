@@ -20,9 +20,9 @@ from gateway.core import offers
 from gateway.core.auth import StreamKeys
 from gateway.core.events import EventHub, EventStream
 from gateway.core.mountpoints import Mountpoints, media_signature
-from gateway.core.placement import NodePool
+from gateway.core.placement import BitrateMeter, NodePool
 from gateway.core.stream_events import StreamEvents
-from gateway.core.streams import PublisherSession, StreamRegistry, new_etag
+from gateway.core.streams import PublisherSession, PublisherState, StreamRegistry, new_etag
 from gateway.core.viewers import (
     Background,
     EgressPolicy,
@@ -32,7 +32,7 @@ from gateway.core.viewers import (
     ViewerSession,
 )
 from gateway.errors import MalformedSdp, ResourceNotFound, StreamNotLive, UnsupportedMedia, UnsupportedPatch
-from gateway.janus.node import JanusNode
+from gateway.janus.node import JanusNode, handle_bytes_in
 from gateway.janus.streaming import StreamingViewer, payload_types
 from gateway.sdp import bridge as sdp_bridge
 from gateway.sdp import formats as sdp_formats
@@ -73,9 +73,9 @@ class Egress:
         self.background = Background()
         self.mountpoints = Mountpoints(registry, policy, self, self.background)
         self.events = StreamEvents(registry, self.viewers, hub, policy)
-        for node in pool.nodes:
-            node.observe(self)
-            node.observe(self.mountpoints)
+        self.meter = BitrateMeter(pool, self._publisher_bytes)
+        pool.observe(self)
+        pool.observe(self.mountpoints)
 
     # -- requests ---------------------------------------------------------
 
@@ -105,22 +105,35 @@ class Egress:
     def viewer_count(self, stream: str) -> int:
         return self.viewers.count(stream)
 
+    def viewer_region(self, address: str | None, asked: str | None) -> str | None:
+        """The viewer's region: ``asked`` (the ``region`` query parameter), else
+        what ``region_networks`` says of its address, else this gateway's."""
+        return self.pool.regions.region_of(address, asked)
+
     @probes.timed("egress.view")
-    async def view(self, stream: str, offer_text: str) -> ViewerSession:
-        """A standard WHEP POST: the viewer's offer in, our answer out (201)."""
+    async def view(self, stream: str, offer_text: str, region: str | None = None) -> ViewerSession:
+        """A standard WHEP POST: the viewer's offer in, our answer out (201);
+        307 to another region's gateway, 503 when every node is full."""
+        self.pool.route_viewer(stream, region)
         offer = offers.read_viewer_offer(offer_text)
         publisher = self._live_publisher(stream)
         pts = offers.viewer_payload_types(offer, media_signature(publisher))
-        node = self.pool.for_viewer()
+        node = self._place(stream, region)
         mode = ViewerMode.NATIVE if node.takes_viewer_offers else ViewerMode.BRIDGED
         return await self._attach(stream, node, publisher, pts, mode, offer)
 
-    async def counter_offer(self, stream: str) -> ViewerSession:
+    async def counter_offer(self, stream: str, region: str | None = None) -> ViewerSession:
         """Draft-03 counter-offer (406): Janus's own offer goes to the viewer."""
+        self.pool.route_viewer(stream, region)
         publisher = self._live_publisher(stream)
-        node = self.pool.for_viewer()
         pts = payload_types(m.kind for m in media_signature(publisher))
+        node = self._place(stream, region)
         return await self._attach(stream, node, publisher, pts, ViewerMode.COUNTER_OFFER, None)
+
+    def _place(self, stream: str, region: str | None) -> JanusNode:
+        """The viewer's node, counted there from now on (``end`` gives it back)."""
+        return self.pool.place_viewer(stream, region,
+                                      lambda n: self.mountpoints.has(stream, n))
 
     async def answer(self, session: ViewerSession, answer_text: str) -> None:
         """Counter-offer mode: the player's answer, sent on to Janus."""
@@ -154,6 +167,7 @@ class Egress:
         if session.timer is not None:
             session.timer.cancel()
         self.events.viewer_ended(session)
+        self.pool.viewer_left(session.egress.node, session.stream)
         log.info("stream %s: viewer %s ended: %s", session.stream, session.id[:8], reason)
         await session.viewer.close()
         session.variant.viewers.discard(session.id)
@@ -184,8 +198,10 @@ class Egress:
 
     def start(self) -> None:
         self.events.start()
+        self.meter.start()
 
     async def close(self) -> None:
+        await self.meter.stop()
         await self.events.stop()
         await asyncio.gather(*(self.end(v, "gateway stopping") for v in self.viewers.all()))
         await self.settled()
@@ -215,6 +231,27 @@ class Egress:
             self.events.reconnect(viewer)
             self.background.spawn(self.end(viewer, f"node {node.name} went down"))
 
+    async def node_removed(self, node: JanusNode) -> None:
+        """The operator removed the node: its viewers are told to reconnect
+        (and land elsewhere), then its mountpoints and their forwarders go."""
+        viewers = [v for v in self.viewers.all() if v.egress.node is node]
+        for viewer in viewers:
+            self.events.reconnect(viewer)
+        await asyncio.gather(*(self.end(v, f"node {node.name} removed") for v in viewers))
+        await self.mountpoints.drop_node(node)
+
+    async def _publisher_bytes(self) -> list[tuple[str, int]]:
+        """Bytes Janus received so far from each live publisher (``BitrateMeter``)."""
+        readings = []
+        for publisher in self.registry.sessions():
+            backend = publisher.backend
+            if backend is None or publisher.state is not PublisherState.LIVE:
+                continue
+            total = await handle_bytes_in(backend.node, backend.handle)
+            if total is not None:
+                readings.append((publisher.stream, total))
+        return readings
+
     # -- internals ----------------------------------------------------------
 
     def _live_publisher(self, stream: str) -> PublisherSession:
@@ -226,8 +263,12 @@ class Egress:
     async def _attach(self, stream: str, node: JanusNode, publisher: PublisherSession,
                       pts: dict[str, int], mode: ViewerMode,
                       offer: offers.ViewerOffer | None) -> ViewerSession:
-        egress = await self.mountpoints.stream_egress(stream, node, publisher)
-        variant = await self.mountpoints.acquire(egress, pts, publisher)
+        try:
+            egress = await self.mountpoints.stream_egress(stream, node, publisher)
+            variant = await self.mountpoints.acquire(egress, pts, publisher)
+        except BaseException:
+            self.pool.viewer_left(node, stream)
+            raise
         peer = _ViewerPeer(self)
         viewer: StreamingViewer | None = None
         session: ViewerSession | None = None
@@ -243,6 +284,7 @@ class Egress:
                 await viewer.close()
             if session is not None:
                 variant.viewers.discard(session.id)
+            self.pool.viewer_left(node, stream)
             self.mountpoints.release(egress, variant)
             if isinstance(exc, sdp_bridge.BridgeError):
                 raise UnsupportedMedia(str(exc)) from None

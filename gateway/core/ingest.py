@@ -89,8 +89,7 @@ class Ingest:
         self.policy = policy
         self.registry = registry or StreamRegistry()
         self._ending: set[asyncio.Task[None]] = set()
-        for node in pool.nodes:
-            node.observe(self)
+        pool.observe(self)
 
     # -- requests ---------------------------------------------------------
 
@@ -252,6 +251,12 @@ class Ingest:
                 self.end_soon(session, f"node {node.name} went down")
             else:  # still being set up: publish() sees this and fails with 503
                 session.set_state(PublisherState.ENDED)
+
+    async def node_removed(self, node: JanusNode) -> None:
+        """The operator removed the node: its publishers end (their
+        reconnect POST lands on another ingest node)."""
+        await asyncio.gather(*(self._end(s, f"node {node.name} removed")
+                               for s in self.registry.sessions() if s.node_name == node.name))
 
 
 def _backend(session: PublisherSession) -> RoomPublisher:

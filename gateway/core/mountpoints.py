@@ -88,6 +88,20 @@ class Mountpoints:
                      egress.node.name, dict(key))
             return variant
 
+    def has(self, stream: str, node: JanusNode) -> bool:
+        """Whether ``node`` holds a mountpoint of ``stream`` (placement prefers it)."""
+        egress = self._egress.get((stream, node.name))
+        return egress is not None and bool(egress.variants)
+
+    async def drop_node(self, node: JanusNode) -> None:
+        """The node leaves the pool: destroy its mountpoints and stop the
+        forwarders that fed them (its viewers were ended first)."""
+        for key in [k for k, e in self._egress.items() if e.node is node]:
+            egress = self._egress.pop(key)
+            for variant in list(egress.variants.values()):
+                variant.viewers.clear()
+                await self._drop(egress, variant)
+
     def in_use(self, variant: Variant) -> None:
         """A viewer joined: the variant is no longer idle."""
         if variant.idle is not None:
@@ -138,6 +152,10 @@ class Mountpoints:
                 if variant.idle is not None:
                     variant.idle.cancel()
                 variant.mountpoint.forget()
+                if variant.fed_by is not None and variant.fed_by.node is not node:
+                    # The publisher lives on: stop forwarding to a dead mountpoint.
+                    self.background.spawn(variant.fed_by.stop_forward(variant.forwarders))
+                    variant.fed_by, variant.forwarders = None, []
 
     # -- internals ------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.core.recordings import Recordings
 from gateway.errors import MalformedBody, RangeNotSatisfiable
-from gateway.http.admin import require_admin
+from gateway.http.admin_auth import require_admin
 from gateway.config import STREAM_NAME_PATTERN
 from gateway.http.exchange import read_text
 

@@ -54,13 +54,15 @@ class WhepEndpoint(WhepResource, Endpoint):
         offer = await read_text(request, expected=(SDP, ""))
         if offer.strip() and media_type(request) != SDP:
             raise UnsupportedContentType(f"an offer must be sent as {SDP}")
+        region = egress.viewer_region(request.client.host if request.client else None,
+                                      request.query_params.get("region"))
         if not offer.strip() or self.settings(request).whep_counter_offer:
-            session = await egress.counter_offer(stream)
+            session = await egress.counter_offer(stream, region)
             valid_until = datetime.now(timezone.utc) + timedelta(seconds=session.answer_valid_for)
             response = Response(session.answer, status_code=406, headers={
                 "Content-Type": f'{SDP}; valid-until="{format_datetime(valid_until, usegmt=True)}"'})
         else:
-            session = await egress.view(stream, offer)
+            session = await egress.view(stream, offer, region)
             response = Response(session.answer, status_code=201, media_type=SDP)
         location = self.created(request, session, response, accept_patch=WhepSession.accept_patch)
         response.headers.append("Link", f'<{location}/sse>; rel="{SSE_REL}"; events="{",".join(EVENTS)}"')

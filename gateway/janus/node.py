@@ -16,7 +16,14 @@ from urllib.parse import urlsplit
 
 from gateway.janus.admin import JanusAdmin
 from gateway.janus.reaper import reap
-from gateway.janus.client import JanusClient, JanusHandle, JanusSession, JanusUnreachable, with_admin_key
+from gateway.janus.client import (
+    JanusClient,
+    JanusError,
+    JanusHandle,
+    JanusSession,
+    JanusUnreachable,
+    with_admin_key,
+)
 
 CONTROL_PLUGINS = ("janus.plugin.videoroom", "janus.plugin.streaming")
 NATIVE_OFFER_VERSION = 1104  # Janus 1.1.4: Streaming accepts a viewer's offer on watch
@@ -39,6 +46,9 @@ class JanusNode:
         plugin_admin_key: str | None = None,
         admin: JanusAdmin | None = None,
         role: str = "both",
+        region: str | None = None,
+        max_viewers: int = 0,
+        max_out_bitrate: int = 0,
         tag: str = "whip-gateway",
         reconnect_interval: float = 0.5,
         probe_interval: float = 0.5,
@@ -46,6 +56,10 @@ class JanusNode:
     ) -> None:
         self.name = name
         self.role = role  # "ingest", "egress" or "both"
+        self.region = region  # None: serves viewers of any region
+        # Capacity limits (0: none); placement (``gateway.core.placement``) keeps them.
+        self.max_viewers = max_viewers
+        self.max_out_bitrate = max_out_bitrate
         self.client = client
         # Where other nodes send RTP for this node's mountpoints.
         self.media_host = urlsplit(client.url).hostname or "127.0.0.1"
@@ -178,6 +192,41 @@ class JanusNode:
         await self.client.close()
         if self.admin is not None:
             await self.admin.close()
+
+
+async def handle_bytes_in(node: JanusNode, handle: JanusHandle) -> int | None:
+    """Bytes Janus received on a handle's PeerConnection, all media together,
+    from the admin API's ``handle_info``; None if the node has no admin API or
+    it did not answer.  A publisher's rate of this is its stream's bitrate."""
+    session = node.session
+    if node.admin is None or session is None or not session.alive:
+        return None
+    try:
+        info = await node.admin.handle_info(session.id, handle.id)
+    except (JanusUnreachable, JanusError) as exc:
+        log.debug("janus node %s: handle_info failed: %r", node.name, exc)
+        return None
+    media = (info.get("webrtc") or {}).get("media") or {}
+    total = 0
+    for entry in media.values():
+        incoming = ((entry or {}).get("stats") or {}).get("in") or {}
+        total += int(incoming.get("bytes", 0) or 0)
+        for layer in ("bytes-sim1", "bytes-sim2"):  # simulcast layers past the first
+            total += int(incoming.get(layer, 0) or 0)
+    return total
+
+
+async def gateway_handles(node: JanusNode) -> int | None:
+    """How many handles Janus itself holds in the gateway's session (the admin
+    API's load figure; the control handles included), or None if unknown."""
+    session = node.session
+    if node.admin is None or session is None or not session.alive:
+        return None
+    try:
+        return len(await node.admin.handles(session.id))
+    except (JanusUnreachable, JanusError) as exc:
+        log.debug("janus node %s: list_handles failed: %r", node.name, exc)
+        return None
 
 
 async def control_request(node: JanusNode, plugin: str, body: dict[str, Any]) -> dict[str, Any]:

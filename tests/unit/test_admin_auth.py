@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from gateway.config import SettingsError, load_settings
 from gateway.errors import GatewayError
-from gateway.http.admin import require_admin
+from gateway.http.admin_auth import require_admin
 from gateway.http.problems import gateway_error_handler
 
 TOKEN = "op-" + "x" * 29
