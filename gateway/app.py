@@ -22,6 +22,7 @@ from gateway.config import Settings
 from gateway.core.egress import Egress, EgressPolicy
 from gateway.errors import GatewayError, ResourceNotFound
 from gateway.core.events import EventHub
+from gateway.core.hooks import Hooks
 from gateway.core.ingest import Ingest, IngestPolicy
 from gateway.core.streams import StreamRegistry
 from gateway.backend import Backend, build_backend
@@ -103,9 +104,11 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     )
 
     rate_limits = RateLimits.from_settings(settings)
+    hooks = Hooks.from_settings(settings, registry, egress.viewers, backend.pool.nodes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        hooks.start()  # before the nodes, so node.up is told
         await backend.start()
         egress.start()
         try:
@@ -114,6 +117,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             await egress.close()
             await ingest.close()
             await egress.settled()
+            await hooks.close()
             await backend.close()
             await rate_limits.close()
 
@@ -156,5 +160,6 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     app.state.ingest = ingest
     app.state.egress = egress
     app.state.rate_limits = rate_limits
+    app.state.hooks = hooks
     install_log_redaction()
     return app
