@@ -21,7 +21,7 @@ serve_packages=(janus python3-venv python3-dev iproute2)
 test_packages=(simple-whip-client gstreamer1.0-tools gstreamer1.0-plugins-base
                gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
                gstreamer1.0-nice gstreamer1.0-libav chromium firefox-esr redis-server nginx-light
-               coturn)
+               coturn nftables)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
