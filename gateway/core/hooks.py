@@ -328,7 +328,9 @@ class AuthWebhook:
         self._client = client or httpx.AsyncClient(timeout=policy.timeout, follow_redirects=False)
         self._own_client = client is None
         self._cache: dict[tuple[str, str, str | None, str | None], tuple[float, int]] = {}
-        self.calls = 0  # requests sent to the receiver (the cache's hit rate, for metrics)
+        # For an operator (and metrics): requests sent, answers reused from the cache.
+        self.calls = 0
+        self.cache_hits = 0
 
     async def close(self) -> None:
         if self._own_client:
@@ -341,6 +343,7 @@ class AuthWebhook:
         cached = self._cache.get(key)
         if cached is not None and cached[0] > now:
             status = cached[1]
+            self.cache_hits += 1
         else:
             status = await self._ask(action, stream, token, client)
             self._prune(now)

@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import secrets
+import signal
 from typing import Any
 
 import httpx
@@ -19,10 +20,11 @@ import standardwebhooks
 from aiortc import RTCSessionDescription
 
 from gateway.clients.whip import WhipSession
-from gateway.janus.process import ManagedJanus
-from tests.conftest import GatewayFactory, Topology
+from gateway.janus.process import JanusProcessConfig, ManagedJanus
+from tests.conftest import GatewayFactory, Topology, janus_settings
 from tests.integration.test_whip import assert_problem, wait_stream
 from tests.publishers import aiortc_publisher, answer
+from tests.sandbox import INTERFACE
 from tests.viewers import aiortc_viewer
 from tests.webhook_receiver import Receiver
 
@@ -181,3 +183,27 @@ async def test_auth_webhook_decides_publish_and_view(start_gateway: GatewayFacto
     finally:
         await pc.close()
         await auth.stop()
+
+
+async def test_node_down_and_up(start_gateway: GatewayFactory, receiver: Receiver,
+                                janus: ManagedJanus) -> None:
+    """An egress Janus of its own dies and comes back: node.down, then node.up."""
+    spare = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, ice_lite=True,
+                                            rtp_port_range="45001-46000",
+                                            streaming_port_range="46001-47000"))
+    spare.start()
+    try:
+        await start_gateway(janus=[janus_settings(janus, "ingest"),
+                                   janus_settings(spare, "egress")],
+                            webhooks=[{"url": receiver.url, "secret": SECRET,
+                                       "events": ["node.up", "node.down"]}])
+        await receiver.wait_for(lambda got: len(got) == 2)
+        spare.signal(signal.SIGKILL)
+        await receiver.wait_for(lambda got: len(got) == 3)
+        spare.launch()  # same ports and configs: the gateway reconnects by itself
+        await receiver.wait_for(lambda got: len(got) == 4)
+    finally:
+        spare.stop()
+    seen = [(e["type"], e["data"]["node"]) for e in events(receiver)]
+    assert sorted(seen[:2]) == [("node.up", "janus0"), ("node.up", "janus1")]
+    assert seen[2:] == [("node.down", "janus1"), ("node.up", "janus1")]

@@ -156,6 +156,7 @@ async def test_auth_webhook_decides_caches_and_fails_closed() -> None:
         with pytest.raises(AuthHookForbidden):  # a refusal is cached as well
             await auth.check("view", "show", "bad", "127.0.0.2")
         assert len(receiver.received) == 3
+        assert (auth.calls, auth.cache_hits) == (3, 2)
         receiver.answer = lambda r: 500
         with pytest.raises(AuthHookUnavailable) as broken:
             await auth.check("view", "other", "good", "127.0.0.2")
