@@ -121,6 +121,7 @@ async def test_viewer_without_udp_watches_over_ice_tcp(
         if ice_tcp:
             await wait_frames(watcher, chromium, minimum=10, timeout=30)
             summary = await watcher.evaluate(SUMMARY_JS)
+            print("ICE-TCP viewer:", summary)
             assert summary["connected"] and summary["frames"] >= 10, summary
             assert summary["protocols"], summary
             for local, remote, port in summary["protocols"]:
@@ -133,6 +134,7 @@ async def test_viewer_without_udp_watches_over_ice_tcp(
 
             await until(given_up, "the gateway gave up on the viewer", chromium, timeout=30)
             summary = await watcher.evaluate(SUMMARY_JS)
+            print("UDP-only viewer (control):", summary)
             assert summary["frames"] == 0 and not summary["connected"], summary
             assert summary["protocols"] == [], summary
         await stop_player(watcher, http, gateway, "firewalled")

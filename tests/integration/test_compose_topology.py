@@ -200,6 +200,7 @@ async def test_stream_reaches_viewers_on_both_egress_nodes(
             viewers.append((pc, frames, r.headers["location"]))
         for _, frames, _ in viewers:
             await frames.wait(20, timeout=20)
+        print("compose viewers decoded:", [frames.count for _, frames, _ in viewers])
         by_role = {}
         for node in nodes.values():
             by_role[node.service.name] = await handles_with_webrtc(node, secret or "")

@@ -207,3 +207,38 @@ async def test_node_down_and_up(start_gateway: GatewayFactory, receiver: Receive
     seen = [(e["type"], e["data"]["node"]) for e in events(receiver)]
     assert sorted(seen[:2]) == [("node.up", "janus0"), ("node.up", "janus1")]
     assert seen[2:] == [("node.down", "janus1"), ("node.up", "janus1")]
+
+
+async def test_a_hanging_receiver_delays_no_request(start_gateway: GatewayFactory,
+                                                    http: httpx.AsyncClient,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """The receiver takes requests and never answers: publishing, watching and
+    leaving go on as usual, and the events that no longer fit are dropped,
+    counted and logged."""
+    stuck = Receiver(hang=True)
+    await stuck.start()
+    try:
+        gateway = await start_gateway(webhook_queue_size=1, webhook_timeout=60,
+                                      webhooks=[{"url": stuck.url, "secret": SECRET}])
+        await stuck.wait_for(lambda got: len(got) == 1)  # the first node.up, hanging
+        pc = await aiortc_publisher()
+        whip = WhipSession(gateway.whip("show"), http=http)
+        assert (await whip.post_offer(pc.localDescription.sdp)).status_code == 201
+        await answer(pc, whip)
+        await wait_stream(http, gateway, "show", live=True)
+        viewer, frames = await aiortc_viewer()
+        r = await http.post(gateway.whep("show"), content=viewer.localDescription.sdp,
+                            headers={"Content-Type": SDP})
+        assert r.status_code == 201, r.text
+        await viewer.setRemoteDescription(RTCSessionDescription(r.text, "answer"))
+        await frames.wait(5)
+        assert (await http.delete(r.headers["location"])).status_code == 200
+        await viewer.close()
+        assert (await whip.delete()).status_code == 200
+        await pc.close()
+        receiver = gateway.app.state.hooks.webhooks.receivers[0]
+        # node.up x2, publisher.connected, stream.live: one in flight, one queued
+        assert receiver.dropped >= 2 and receiver.delivered == 0
+        assert sum("queue full" in r.getMessage() for r in caplog.records) == receiver.dropped
+    finally:
+        await stuck.stop()
