@@ -20,7 +20,8 @@ fi
 serve_packages=(janus janus-tools python3-venv python3-dev iproute2)  # janus-tools: janus-pp-rec, for recordings
 test_packages=(simple-whip-client gstreamer1.0-tools gstreamer1.0-plugins-base
                gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-               gstreamer1.0-nice gstreamer1.0-libav chromium firefox-esr redis-server nginx-light)
+               gstreamer1.0-nice gstreamer1.0-libav chromium firefox-esr redis-server nginx-light
+               coturn nftables)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 

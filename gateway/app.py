@@ -26,6 +26,7 @@ from gateway.config import Settings, SettingsError, load_settings
 from gateway.core.egress import Egress, EgressPolicy
 from gateway.errors import GatewayError, ResourceNotFound
 from gateway.core.events import EventHub
+from gateway.core.hooks import Hooks
 from gateway.core.ingest import Ingest, IngestPolicy
 from gateway.core.recordings import RecordingPolicy, Recordings
 from gateway.core.streams import StreamRegistry
@@ -148,9 +149,11 @@ def create_app(settings: Settings, backend: Backend | None = None,
     )
 
     rate_limits = RateLimits.from_settings(settings)
+    hooks = Hooks.from_settings(settings, registry, egress.viewers, backend.pool)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        hooks.start()  # before the nodes, so node.up is told
         await backend.start()
         egress.start()
         recordings.start()
@@ -164,6 +167,7 @@ def create_app(settings: Settings, backend: Backend | None = None,
             await ingest.close()
             await egress.settled()
             await recordings.close()
+            await hooks.close()
             await backend.close()
             await rate_limits.close()
 
@@ -209,5 +213,6 @@ def create_app(settings: Settings, backend: Backend | None = None,
     app.state.rate_limits = rate_limits
     app.state.config_file = config_file
     app.state.reloads = set()
+    app.state.hooks = hooks
     install_log_redaction()
     return app

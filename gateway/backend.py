@@ -134,11 +134,12 @@ def build_backend(settings: Settings) -> Backend:
 
 
 def _managed_backend(settings: Settings) -> Backend:
-    def process(ice_lite: bool, rtp: str, streaming: str) -> ManagedJanus:
+    def process(ice_lite: bool, rtp: str, streaming: str, ice_tcp: bool = False) -> ManagedJanus:
         return ManagedJanus(JanusProcessConfig(
             binary=settings.janus_binary,
             ice_enforce_list=settings.janus_ice_enforce_list,
             ice_lite=ice_lite,
+            ice_tcp=ice_tcp,
             nat_1_1_mapping=settings.janus_nat_1_1_mapping,
             stun_server=settings.janus_stun_server,
             rtp_port_range=rtp,
@@ -154,7 +155,7 @@ def _managed_backend(settings: Settings) -> Backend:
         plan = [("ingest", process(settings.janus_ice_lite, ingest_rtp, "50001-55000"), "ingest")]
         for name, rtp, streaming in zip(egress_names, _split(egress_rtp, count),
                                         _split("55001-60000", count)):
-            plan.append((name, process(True, rtp, streaming), "egress"))
+            plan.append((name, process(True, rtp, streaming, settings.janus_ice_tcp), "egress"))
     else:
         plan = [("local", process(settings.janus_ice_lite, settings.janus_rtp_port_range,
                                   "50001-60000"), "both")]

@@ -52,6 +52,45 @@ class IceServer(BaseModel):
         return self
 
 
+class WebhookSettings(BaseModel):
+    """One receiver of event webhooks (signed the Standard Webhooks way)."""
+
+    url: str
+    secret: str = Field(description="whsec_ + base64 of the HMAC key (Standard Webhooks)")
+    events: list[str] = Field(default_factory=list, description="event types it wants; empty: all")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: str) -> str:
+        from gateway.core.hooks import secret_key
+
+        try:
+            key = secret_key(value)
+        except ValueError:
+            raise ValueError("must be whsec_ followed by base64") from None
+        if len(key) < 16:
+            raise ValueError("must hold at least 16 bytes of key")
+        return value
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: list[str]) -> list[str]:
+        from gateway.core.hooks import EVENT_TYPES
+
+        unknown = [e for e in value if e not in EVENT_TYPES]
+        if unknown:
+            raise ValueError(f"unknown event(s) {unknown} (known: {list(EVENT_TYPES)})")
+        return value
+
+
 NodeRole = Literal["ingest", "egress", "both"]
 
 
@@ -179,6 +218,39 @@ class Settings(BaseSettings):
         2, ge=0, le=64, description="Streaming helper threads per mountpoint (large audiences)"
     )
     ice_servers: list[IceServer] = Field(default_factory=list)
+    turn_secret: str | None = Field(
+        None, min_length=16, description="TURN REST shared secret (coturn static-auth-secret): "
+        "every POST gets fresh time-limited credentials for turn_urls in its Link headers",
+    )
+    turn_ttl: int = Field(86400, ge=60, le=7 * 86400,
+                          description="seconds a TURN REST credential stays valid")
+    turn_urls: list[str] = Field(
+        default_factory=list, description="turn:/turns: URLs the TURN REST credentials are for, "
+        "e.g. turn:turn.example.com:3478?transport=udp and ...?transport=tcp",
+    )
+    janus_ice_tcp: bool = Field(
+        False, description="managed ICE-lite egress Janus also takes ICE over TCP (viewers "
+        "whose firewall drops UDP); same port range as UDP",
+    )
+    webhooks: list[WebhookSettings] = Field(
+        default_factory=list, description="receivers of event webhooks: {url, secret, events}")
+    webhook_timeout: float = Field(5.0, gt=0, le=60, description="seconds per delivery attempt")
+    webhook_retries: int = Field(5, ge=0, le=20, description="attempts after a failed first one")
+    webhook_backoff: float = Field(0.5, gt=0, le=60,
+                                   description="seconds before the first retry; doubles each time")
+    webhook_queue_size: int = Field(1000, ge=1, le=1_000_000,
+                                    description="events waiting per receiver; more are dropped")
+    webhook_viewers_interval: float = Field(
+        1.0, gt=0, description="viewers.changed: at most one event per stream per interval")
+    auth_webhook_url: str | None = Field(
+        None, description="asked before each publish and view; 2xx allows, 401/403 refuse, "
+        "unreachable or anything else: 503",
+    )
+    auth_webhook_secret: str | None = Field(
+        None, description="whsec_ secret: the auth webhook's requests are signed like events")
+    auth_webhook_timeout: float = Field(2.0, gt=0, le=30)
+    auth_webhook_cache_ttl: float = Field(
+        5.0, ge=0, description="seconds an answer of the auth webhook is reused")
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
     video_codecs: str = "h264,vp8,vp9,av1,h265"
     audio_codecs: str = "opus"
@@ -282,6 +354,23 @@ class Settings(BaseSettings):
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"region {region!r}: {url!r} is not an http(s) URL")
         return {region: url.rstrip("/") for region, url in value.items()}
+
+    @field_validator("turn_urls")
+    @classmethod
+    def _turn_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if url.split(":", 1)[0] not in ("turn", "turns"):
+                raise ValueError(f"{url!r} is not a turn: or turns: URL")
+        return value
+
+    @field_validator("auth_webhook_url")
+    @classmethod
+    def _auth_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
 
     @field_validator("janus_nat_1_1_mapping")
     @classmethod

@@ -256,3 +256,23 @@ class MediaServerRejected(GatewayError):
 
     status = 502
     title = "Media server rejected the request"
+
+
+class AuthHookRefused(AuthenticationRequired):
+    """The auth webhook (``auth_webhook_url``) answered 401 for this publish or view."""
+
+    title = "Refused by the auth webhook"
+
+
+class AuthHookForbidden(Forbidden):
+    """The auth webhook answered 403 for this publish or view."""
+
+    title = "Forbidden by the auth webhook"
+
+
+class AuthHookUnavailable(GatewayError):
+    """The auth webhook could not answer (down, slow, 5xx): fail closed."""
+
+    status = 503
+    title = "Authorization service unavailable"
+    retry_after_default = 5

@@ -10,6 +10,7 @@ and keeps the book of live viewer sessions they all read.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Coroutine
@@ -94,12 +95,27 @@ class ViewerBook:
 
     def __init__(self) -> None:
         self._by_id: dict[str, ViewerSession] = {}
+        self._observers: list[Any] = []  # viewer_added / viewer_removed (e.g. webhooks)
+
+    def subscribe(self, observer: Any) -> None:
+        """Tell ``observer`` (``viewer_added(session)``, ``viewer_removed(session)``)
+        about viewers coming and going, without Egress knowing who listens."""
+        self._observers.append(observer)
 
     def add(self, session: ViewerSession) -> None:
         self._by_id[session.id] = session
+        self._tell("viewer_added", session)
 
     def remove(self, session: ViewerSession) -> None:
-        self._by_id.pop(session.id, None)
+        if self._by_id.pop(session.id, None) is not None:
+            self._tell("viewer_removed", session)
+
+    def _tell(self, what: str, session: ViewerSession) -> None:
+        for observer in list(self._observers):
+            try:
+                getattr(observer, what)(session)
+            except Exception:
+                logging.getLogger(__name__).exception("viewer observer failed on %s", what)
 
     def get(self, session_id: str) -> ViewerSession | None:
         return self._by_id.get(session_id)

@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from gateway.config import Settings
 from gateway.core.auth import token_from
+from gateway.core.turn import turn_credentials
 from gateway.http.exchange import absolute_url, ice_server_links, valid_stream
 from gateway.protocol import SDP
 
@@ -64,6 +65,16 @@ class Resource(HTTPEndpoint):
         self.service(request).authorize(stream, token)
         return stream
 
+    async def admit(self, request: Request, stream: str, action: str) -> None:
+        """Ask the auth webhook, if one is set, whether this publish or view
+        may go ahead (401/403 refuse; 503 when it cannot answer)."""
+        hooks = getattr(request.app.state, "hooks", None)
+        if hooks is None or hooks.auth is None:
+            return
+        token = token_from(request.headers.get("authorization"), request.query_params.get("token"))
+        client = request.client.host if request.client else None
+        await hooks.auth.check(action, stream, token, client)
+
     def session(self, request: Request) -> Any:
         stream = self.stream(request)
         return self.service(request).session(stream, request.path_params["session"])
@@ -80,7 +91,12 @@ class Resource(HTTPEndpoint):
         response.headers["Location"] = location
         response.headers["ETag"] = session.etag
         response.headers["Accept-Patch"] = accept_patch
-        for link in ice_server_links(self.settings(request).ice_servers):
+        settings = self.settings(request)
+        servers = list(settings.ice_servers)
+        if settings.turn_secret and settings.turn_urls:  # fresh TURN REST credentials each time
+            servers += turn_credentials(settings.turn_secret, settings.turn_ttl,
+                                        settings.turn_urls, session.stream)
+        for link in ice_server_links(servers):
             response.headers.append("Link", link)
         return location
 

@@ -49,6 +49,7 @@ class WhepEndpoint(WhepResource, Endpoint):
     async def post(self, request: Request) -> Response:
         """POST an offer (201), or an empty body for a counter-offer (406)."""
         stream = self.stream(request)
+        await self.admit(request, stream, "view")
         egress = self.egress(request)
         # An empty POST (no Content-Type needed) is the older server-offer convention.
         offer = await read_text(request, expected=(SDP, ""))

@@ -24,6 +24,7 @@ class WhipEndpoint(Endpoint):
     async def post(self, request: Request) -> Response:
         """RFC 9725 section 4.2: the publisher's offer in, Janus's answer out (201)."""
         stream = self.stream(request)
+        await self.admit(request, stream, "publish")
         offer = await read_text(request, expected=(SDP,))
         ingest: Ingest = self.service(request)
         session = await ingest.publish(stream, offer)

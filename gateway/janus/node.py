@@ -118,6 +118,11 @@ class JanusNode:
         if self._probe is None or self._probe.done():
             self._probe = asyncio.create_task(self._watch(), name=f"janus-probe-{self.name}")
         log.info("janus node %s up: %s, session %s", self.name, self.version_string, session.id)
+        for observer in list(self._observers):  # node_up is optional for observers
+            try:
+                getattr(observer, "node_up", lambda node: None)(self)
+            except Exception:
+                log.exception("node-up listener failed")
 
     async def _watch(self) -> None:
         """Declare the node down within about a second of Janus dying or hanging.

@@ -66,6 +66,9 @@ class JanusProcessConfig:
     ice_enforce_list: str | None = None
     ice_ignore_list: str | None = "vmnet"
     ice_lite: bool = False
+    # ICE over TCP as well (RFC 6544), for viewers whose firewall drops UDP;
+    # libnice does it only in ICE-lite mode, so it is written only then.
+    ice_tcp: bool = False
     nat_1_1_mapping: str | None = None
     stun_server: str | None = None  # host:port
     session_timeout: int = 60
@@ -94,6 +97,8 @@ class JanusProcessConfig:
 def write_configs(folder: Path, cfg: JanusProcessConfig) -> None:
     """Write the four .jcfg files Janus needs; every other plugin stays off."""
     nat = ["ice_keepalive_conncheck = true", f"ice_lite = {str(cfg.ice_lite).lower()}"]
+    if cfg.ice_tcp and cfg.ice_lite:
+        nat.append("ice_tcp = true")
     if cfg.ice_enforce_list:
         nat.append(f'ice_enforce_list = "{cfg.ice_enforce_list}"')
     elif cfg.ice_ignore_list:
