@@ -16,6 +16,10 @@ from starlette.routing import Route
 from gateway.http import whep
 from gateway.http import whip
 from gateway.http import admin, pages
+from gateway.http import admin_streams
+from gateway.http import openapi
+from gateway.core.catalog import StreamCatalog
+from gateway.core.operations import Operations
 from gateway import probes
 from gateway.core.auth import StreamKeys, ViewerTokens
 from gateway.config import Settings
@@ -40,6 +44,8 @@ async def list_streams(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
     if settings.public_listing == "off":
         raise ResourceNotFound("the stream list is not public (public_listing = off)")
+    if settings.admin_token and request.headers.get("authorization"):
+        return await admin_streams.list_streams(request)  # the operator's view
     registry: StreamRegistry = request.app.state.streams
     egress: Egress = request.app.state.egress
     streams: dict[str, dict[str, object]] = {}
@@ -78,9 +84,11 @@ SERVER_OPTIONS = {
 def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     backend = backend or build_backend(settings)
     registry = StreamRegistry()  # where ingest announces publishers and egress hears them
+    catalog = StreamCatalog(StreamKeys(settings.stream_keys),
+                            ViewerTokens(settings.viewer_keys, settings.viewer_jwt_secret))
     ingest = Ingest(
         backend.pool,
-        StreamKeys(settings.stream_keys),
+        catalog.publish_gate,
         IngestPolicy(
             video_codecs=settings.video_codecs,
             audio_codecs=settings.audio_codecs,
@@ -92,7 +100,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     )
 
     egress = Egress(
-        backend.pool, registry, ViewerTokens(settings.viewer_keys, settings.viewer_jwt_secret),
+        backend.pool, registry, catalog.viewer_gate,
         EventHub(),
         EgressPolicy(
             viewer_connect_timeout=settings.viewer_connect_timeout,
@@ -123,6 +131,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             *whep.routes,
             *pages.routes,
             *admin.routes,
+            *openapi.routes,
             Route("/api/streams", list_streams),
             Route("/healthz", health),
         ],
@@ -156,5 +165,6 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     app.state.ingest = ingest
     app.state.egress = egress
     app.state.rate_limits = rate_limits
+    app.state.operations = Operations(catalog, registry, ingest, egress)
     install_log_redaction()
     return app

@@ -37,4 +37,11 @@ def require_admin(request: Request) -> None:
 
 
 # The operator resources' routes, one line per module.
-routes: list[BaseRoute] = []
+# (Imported here, below require_admin, which each of them imports.)
+from gateway.http import admin_streams  # noqa: E402
+from gateway.http import admin_sessions  # noqa: E402
+
+routes: list[BaseRoute] = [
+    *admin_streams.routes,
+    *admin_sessions.routes,
+]

@@ -1,0 +1,151 @@
+"""The operator API (/api/streams, /api/sessions) over real HTTP, on a real Janus 1.1.2.
+
+A stream defined through the API is published by aiortc with its key and
+watched with its viewer token; the operator sees it live with its node,
+codecs and viewers, reads a viewer's RTC statistics (from Janus's admin
+``handle_info``) and deletes the stream, which ends the publisher and the
+viewer.  The ``start_gateway`` fixture then asks Janus whether anything was
+left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from gateway.clients.whip import WhipSession
+from tests.conftest import GatewayFactory, Leaks, RunningGateway
+from tests.integration.test_whep import watch
+from tests.integration.test_whip import assert_problem, wait_stream
+from tests.publishers import aiortc_publisher, answer
+from tests.viewers import aiortc_viewer
+
+TOKEN = "operator-" + "t" * 31
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def api(http: httpx.AsyncClient, gw: RunningGateway, method: str, path: str,
+              **kwargs: Any) -> httpx.Response:
+    return await http.request(method, gw.url + path, headers=ADMIN, **kwargs)
+
+
+async def wait_viewer_packets(http: httpx.AsyncClient, gw: RunningGateway, session_id: str,
+                              timeout: float = 10.0) -> dict[str, Any]:
+    """Janus's counters move without an event: read them until video was sent."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        r = await api(http, gw, "GET", f"/api/sessions/{session_id}")
+        assert r.status_code == 200, r.text
+        session = r.json()
+        video = [m for m in session["stats"] or [] if m["kind"] == "video"]
+        if video and video[0]["packets_out"] > 0:
+            return session
+        assert asyncio.get_running_loop().time() < deadline, f"no packets: {session}"
+        await asyncio.sleep(0.2)
+
+
+async def test_stream_lifecycle_with_live_publisher_and_viewer(
+    start_gateway: GatewayFactory, leaks: Leaks, http: httpx.AsyncClient
+) -> None:
+    gw = await start_gateway(admin_token=TOKEN)
+    r = await api(http, gw, "POST", "/api/streams", json={"name": "op", "viewer_policy": "token"})
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["defined_by"] == "api" and created["live"] is False
+    key, viewer_token = created["publish_key"], created["viewer_token"]
+    assert_problem(await api(http, gw, "POST", "/api/streams", json={"name": "op"}), 409)
+    assert_problem(await api(http, gw, "POST", "/api/streams", json={"name": "bad/name"}), 400)
+
+    pc = await aiortc_publisher()
+    viewer_pc, frames = await aiortc_viewer()
+    try:
+        assert_problem(await WhipSession(gw.whip("op"), http=http)
+                       .post_offer(pc.localDescription.sdp), 401)
+        whip = WhipSession(gw.whip("op"), token=key, http=http)
+        assert (await whip.post_offer(pc.localDescription.sdp)).status_code == 201
+        await answer(pc, whip)
+        await wait_stream(http, gw, "op", live=True)
+
+        assert_problem(await watch(http, gw.whep("op"), viewer_pc), 401)
+        r = await watch(http, gw.whep("op"), viewer_pc,
+                        headers={"Authorization": f"Bearer {viewer_token}"})
+        assert r.status_code == 201, r.text
+        viewer_location = r.headers["location"]
+        await frames.wait(5)
+
+        r = await api(http, gw, "GET", "/api/streams/op")
+        assert r.status_code == 200, r.text
+        stream = r.json()
+        assert stream["live"] is True and stream["viewer_policy"] == "token"
+        assert stream["publisher"]["node"] == "janus0"
+        assert stream["publisher"]["codecs"] == {"audio": "opus", "video": "vp8"}
+        assert isinstance(stream["publisher"]["bitrate"], int)
+        assert stream["viewers"] == {"total": 1, "by_node": {"janus0": 1}}
+        assert "publish_key" not in stream, "credentials show only in the create answer"
+        listed = (await api(http, gw, "GET", "/api/streams")).json()["streams"]
+        assert [s["name"] for s in listed] == ["op"]
+
+        sessions = (await api(http, gw, "GET", "/api/sessions")).json()["sessions"]
+        assert sorted(s["kind"] for s in sessions) == ["publisher", "viewer"]
+        viewer_id = next(s["id"] for s in sessions if s["kind"] == "viewer")
+        assert viewer_location.endswith(viewer_id)
+        session = await wait_viewer_packets(http, gw, viewer_id)
+        assert session["stream"] == "op" and session["node"] == "janus0"
+        assert {m["kind"]: m["codec"] for m in session["stats"]} == {"audio": "opus", "video": "vp8"}
+
+        r = await api(http, gw, "POST", "/api/streams/op/rotate-key")
+        assert r.status_code == 200 and r.json()["publish_key"] != key
+        # The live publisher keeps going; the old key no longer publishes.
+        assert (await api(http, gw, "GET", "/api/streams/op")).json()["live"] is True
+        assert_problem(await WhipSession(gw.whip("op"), token=key, http=http)
+                       .post_offer(pc.localDescription.sdp), 403)
+
+        assert (await api(http, gw, "DELETE", "/api/streams/op")).status_code == 204
+        # Their resources are gone: the clients' own DELETEs find nothing.
+        assert_problem(await http.delete(viewer_location), 404)
+        assert_problem(await whip.delete(), 404)
+        assert_problem(await api(http, gw, "GET", "/api/streams/op"), 404)
+        assert (await api(http, gw, "GET", "/api/sessions")).json()["sessions"] == []
+        await gw.app.state.egress.settled()
+        assert await leaks.rooms() == []
+        assert await leaks.mountpoints() == []
+    finally:
+        await viewer_pc.close()
+        await pc.close()
+
+
+async def test_kick_a_publisher(start_gateway: GatewayFactory, http: httpx.AsyncClient) -> None:
+    gw = await start_gateway(admin_token=TOKEN)
+    pc = await aiortc_publisher()
+    try:
+        whip = WhipSession(gw.whip("kick"), http=http)
+        assert (await whip.post_offer(pc.localDescription.sdp)).status_code == 201
+        await answer(pc, whip)
+        sessions = (await api(http, gw, "GET", "/api/sessions")).json()["sessions"]
+        assert [s["stream"] for s in sessions] == ["kick"]
+        sid = sessions[0]["id"]
+        assert (await api(http, gw, "DELETE", f"/api/sessions/{sid}")).status_code == 204
+        assert_problem(await api(http, gw, "GET", f"/api/sessions/{sid}"), 404)
+        assert_problem(await api(http, gw, "DELETE", f"/api/sessions/{sid}"), 404)
+        assert_problem(await whip.delete(), 404)
+    finally:
+        await pc.close()
+
+
+async def test_who_may_call(start_gateway: GatewayFactory, http: httpx.AsyncClient) -> None:
+    off = await start_gateway()
+    body = assert_problem(await http.get(f"{off.url}/api/sessions", headers=ADMIN), 404)
+    assert "admin_token" in body["detail"]
+    gw = await start_gateway(admin_token=TOKEN)
+    r = await http.get(f"{gw.url}/api/sessions")
+    assert_problem(r, 401)
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    assert_problem(await http.delete(f"{gw.url}/api/streams/x",
+                                     headers={"Authorization": "Bearer nope"}), 403)
+    # Without any Authorization, /api/streams stays the public listing.
+    assert (await http.get(f"{gw.url}/api/streams")).json() == {"streams": {}}
+    assert_problem(await http.get(f"{gw.url}/api/streams",
+                                  headers={"Authorization": "Bearer nope"}), 403)
+    assert_problem(await api(http, gw, "GET", "/api/sessions/nope"), 404)
