@@ -18,6 +18,8 @@ from gateway.http import whip
 from gateway.http import admin, pages
 from gateway.http import admin_streams
 from gateway.http import openapi
+from gateway.http import metrics as metrics_route
+from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.core.catalog import StreamCatalog
 from gateway.core.operations import Operations
 from gateway import probes
@@ -111,14 +113,17 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     )
 
     rate_limits = RateLimits.from_settings(settings)
+    metrics = GatewayMetrics(backend.pool, registry, egress)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await backend.start()
         egress.start()
+        metrics.start()
         try:
             yield
         finally:
+            metrics.stop()
             await egress.close()
             await ingest.close()
             await egress.settled()
@@ -132,6 +137,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
             *pages.routes,
             *admin.routes,
             *openapi.routes,
+            *metrics_route.routes,
             Route("/api/streams", list_streams),
             Route("/healthz", health),
         ],
@@ -139,6 +145,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         # CORS wraps the limits, so a browser can read a 429 and its Retry-After.
         middleware=[
             Middleware(probes.AsgiHooks),
+            Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(ForwardedMiddleware,
                        trusted=TrustedProxies(parse_networks(settings.trusted_proxies)),
                        header=settings.forwarded_header),
@@ -165,6 +172,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     app.state.ingest = ingest
     app.state.egress = egress
     app.state.rate_limits = rate_limits
+    app.state.metrics = metrics
     app.state.operations = Operations(catalog, registry, ingest, egress)
     install_log_redaction()
     return app
