@@ -18,6 +18,7 @@ from gateway.http import whip
 from gateway.http import admin, pages
 from gateway.http import admin_streams
 from gateway.http import openapi
+from gateway.http.requestid import RequestIdMiddleware
 from gateway.http import metrics as metrics_route
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.core.catalog import StreamCatalog
@@ -144,6 +145,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         # Outermost first: the real client is known before anything else runs;
         # CORS wraps the limits, so a browser can read a 429 and its Retry-After.
         middleware=[
+            Middleware(RequestIdMiddleware),
             Middleware(probes.AsgiHooks),
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(ForwardedMiddleware,
@@ -155,7 +157,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
                 allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type", "If-Match"],
                 expose_headers=["Location", "ETag", "Link", "Accept-Patch", "Accept-Post",
-                                "Retry-After", "WWW-Authenticate"],
+                                "Retry-After", "WWW-Authenticate", "X-Request-Id"],
             ),
             Middleware(RateLimitMiddleware, limits=rate_limits),
         ],

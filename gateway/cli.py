@@ -64,6 +64,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "viewer_keys": _pairs(args.viewer_key, "--viewer-key"),
         "ice_servers": [_ice_server(v) for v in args.ice_server] if args.ice_server else None,
         "log_level": args.log_level,
+        "log_format": args.log_format,
         "trusted_proxies": args.trusted_proxy,
     }
 
@@ -80,9 +81,9 @@ def serve(args: argparse.Namespace) -> int:
     except (SettingsError, FileNotFoundError, ValueError) as exc:
         print(f"whip-gateway: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from gateway.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Janus call is noise
     if not settings.stream_keys:
         logging.getLogger("gateway").warning(
@@ -95,7 +96,8 @@ def serve(args: argparse.Namespace) -> int:
     tls = ({"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
            if settings.tls_cert else {})
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level, **tls, **SERVER_OPTIONS)
+                            log_level=settings.log_level, log_config=None,  # our handler
+                            **tls, **SERVER_OPTIONS)
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
@@ -391,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ice-server", action="append", metavar="URL[,USER,CREDENTIAL]",
                    help="STUN/TURN server announced in Link headers; repeatable")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    s.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON")
     s.add_argument("--viewer-key", action="append", metavar="STREAM=TOKEN",
                    help='viewer token for a stream ("*" for every stream); repeatable')
     s.add_argument("--trusted-proxy", action="append", metavar="ADDRESS|CIDR",

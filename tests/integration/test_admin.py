@@ -140,7 +140,7 @@ async def test_who_may_call(start_gateway: GatewayFactory, http: httpx.AsyncClie
     assert "admin_token" in body["detail"]
     gw = await start_gateway(admin_token=TOKEN)
     r = await http.get(f"{gw.url}/api/sessions")
-    assert_problem(r, 401)
+    assert assert_problem(r, 401)["request_id"] == r.headers["x-request-id"]
     assert r.headers["www-authenticate"].startswith("Bearer")
     assert_problem(await http.delete(f"{gw.url}/api/streams/x",
                                      headers={"Authorization": "Bearer nope"}), 403)
@@ -149,3 +149,42 @@ async def test_who_may_call(start_gateway: GatewayFactory, http: httpx.AsyncClie
     assert_problem(await http.get(f"{gw.url}/api/streams",
                                   headers={"Authorization": "Bearer nope"}), 403)
     assert_problem(await api(http, gw, "GET", "/api/sessions/nope"), 404)
+
+
+async def test_serve_writes_json_logs_with_request_ids(janus: Any, leaks: Leaks,
+                                                       http: httpx.AsyncClient) -> None:
+    """``whip-gateway serve --log-format json``: uvicorn's access lines and the
+    gateway's own come out as JSON objects carrying the request id, tokens redacted."""
+    import json
+    import os
+    import signal
+    import sys
+
+    from tests.integration.test_embedded import wait_health
+    from gateway.janus.process import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "serve", "--port", str(port), "--janus",
+        janus.cfg.api_url, "--log-format", "json", "--log-level", "info",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "WHIP_GATEWAY_ADMIN_TOKEN": TOKEN,
+             "WHIP_GATEWAY_INSTANCE_NAME": "json-logs"})
+    try:
+        await wait_health(http, url, ok=True)
+        r = await http.get(f"{url}/api/sessions?token=s3cret-in-the-url",
+                           headers={"X-Request-Id": "probe-1"})
+        body = assert_problem(r, 401)
+        assert body["request_id"] == r.headers["x-request-id"] == "probe-1"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(proc.communicate(), 15)
+    lines = [json.loads(line) for line in output.decode().splitlines() if line.startswith("{")]
+    mine = [line for line in lines if line.get("request_id") == "probe-1"]
+    assert {line["logger"] for line in mine} >= {"gateway.http.problems", "uvicorn.access"}, lines
+    access = next(line for line in mine if line["logger"] == "uvicorn.access")
+    assert "token=[redacted]" in access["message"]
+    assert b"s3cret" not in output
+    assert all("time" in line and "level" in line for line in lines)
+    await leaks.assert_nothing()
