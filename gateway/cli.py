@@ -400,6 +400,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reverse proxy whose X-Forwarded-For names the client; repeatable")
     s.set_defaults(run=serve)
 
+    c = commands.add_parser("config", help="check a settings file")
+    checks = c.add_subparsers(dest="config_command", required=True)
+    cc = checks.add_parser("check", help="print the effective settings as JSON, secrets masked; "
+                           "exit 2 naming a bad setting")
+    cc.add_argument("file", type=Path, help="TOML settings file")
+    cc.set_defaults(run=config_check)
+
     o = commands.add_parser("offer", help="print an SDP offer (Opus + H.264 or VP8), "
                             "for trying a WHIP or WHEP endpoint with curl")
     o.add_argument("--viewer", action="store_true", help="a recvonly offer, for WHEP")
@@ -455,6 +462,14 @@ def viewer_token(args: argparse.Namespace) -> int:
     if not settings.viewer_jwt_secret:
         raise SettingsError("viewer_jwt_secret is not set (WHIP_GATEWAY_VIEWER_JWT_SECRET or --config)")
     print(mint_viewer_token(settings.viewer_jwt_secret, args.stream, args.ttl))
+    return 0
+
+
+def config_check(args: argparse.Namespace) -> int:
+    """Print the effective settings (file, then environment) with secrets masked."""
+    from gateway.configcheck import check
+
+    print(check(args.file))
     return 0
 
 
