@@ -19,6 +19,7 @@ queries them and ``tests/unit/test_metrics.py`` checks it queries only these.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
     from gateway.core.egress import Egress
     from gateway.core.placement import NodePool
     from gateway.core.streams import StreamRegistry
+
+log = logging.getLogger(__name__)
 
 # Set-up takes tens of milliseconds on a quiet node and up to the 6.5 s deadline.
 SETUP_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -146,6 +149,12 @@ class GatewayMetrics:
             self._unlisten = None
 
     def _janus_request(self, span: probes.Span) -> None:
+        try:
+            self._observe_janus(span)
+        except Exception:  # a metric must never fail a Janus call (probes do not catch)
+            log.exception("janus.request metric failed")
+
+    def _observe_janus(self, span: probes.Span) -> None:
         client = span.args[0] if span.args else None
         node = next((n.name for n in self.pool.nodes if n.client is client), None)
         if node is None:

@@ -41,13 +41,17 @@ class Operations:
         names |= self.egress.viewers.streams()
         return sorted(names)
 
-    def list_streams(self) -> list[dict[str, Any]]:
-        return [self._stream(name) for name in self.stream_names()]
+    async def list_streams(self) -> list[dict[str, Any]]:
+        """Every stream, described; the publishers' bitrates are asked of Janus at once."""
+        return list(await asyncio.gather(*(self._described(n) for n in self.stream_names())))
 
     async def describe_stream(self, name: str) -> dict[str, Any]:
         """One stream, with its publisher's bitrate as Janus measures it."""
         if name not in self.stream_names():
             raise StreamNotFound(f"no stream {name!r}")
+        return await self._described(name)
+
+    async def _described(self, name: str) -> dict[str, Any]:
         described = self._stream(name)
         publisher = self.registry.publisher_of(name)
         if publisher is not None and publisher.backend is not None and described["publisher"]:

@@ -47,7 +47,7 @@ def known_fields(body: dict[str, Any], allowed: set[str]) -> None:
 
 async def list_streams(request: Request) -> JSONResponse:
     require_admin(request)
-    return JSONResponse({"streams": operations(request).list_streams()})
+    return JSONResponse({"streams": await operations(request).list_streams()})
 
 
 async def create_stream(request: Request) -> JSONResponse:

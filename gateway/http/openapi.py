@@ -141,7 +141,7 @@ DOCUMENT: Json = {
         },
         "/api/streams/{stream}": {
             "parameters": [_STREAM_PARAM],
-            "get": _operation("One stream, with its publisher's bitrate",
+            "get": _operation("One stream",
                               {"200": _json(_ref("Stream"), "The stream"), **_problems()},
                               op_id="getStream"),
             "delete": _operation(

@@ -22,13 +22,15 @@ from tests.integration.test_whip import assert_problem, wait_stream
 from tests.publishers import aiortc_publisher, answer
 from tests.viewers import aiortc_viewer
 
+SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 TOKEN = "operator-" + "t" * 31
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 
 
 async def api(http: httpx.AsyncClient, gw: RunningGateway, method: str, path: str,
-              **kwargs: Any) -> httpx.Response:
-    return await http.request(method, gw.url + path, headers=ADMIN, **kwargs)
+              headers: dict[str, str] | None = None, **kwargs: Any) -> httpx.Response:
+    return await http.request(method, gw.url + path, headers={**ADMIN, **(headers or {})},
+                              **kwargs)
 
 
 async def wait_viewer_packets(http: httpx.AsyncClient, gw: RunningGateway, session_id: str,
@@ -44,6 +46,18 @@ async def wait_viewer_packets(http: httpx.AsyncClient, gw: RunningGateway, sessi
             return session
         assert asyncio.get_running_loop().time() < deadline, f"no packets: {session}"
         await asyncio.sleep(0.2)
+
+
+async def events_until_closed(http: httpx.AsyncClient, url: str, first: asyncio.Event) -> list[str]:
+    """Every event name on an event stream until the gateway closes it."""
+    names = []
+    async with http.stream("GET", url, timeout=15) as response:
+        assert response.status_code == 200
+        async for line in response.aiter_lines():
+            if line.startswith("event:"):
+                names.append(line[6:].strip())
+                first.set()
+    return names
 
 
 async def test_stream_lifecycle_with_live_publisher_and_viewer(
@@ -73,6 +87,12 @@ async def test_stream_lifecycle_with_live_publisher_and_viewer(
                         headers={"Authorization": f"Bearer {viewer_token}"})
         assert r.status_code == 201, r.text
         viewer_location = r.headers["location"]
+        sse = {link["rel"]: link["url"] for link in r.links.values()}[SSE_REL]
+        made = await http.post(sse, json=[], headers={"Authorization": f"Bearer {viewer_token}"})
+        assert made.status_code == 201, made.text
+        heard = asyncio.Event()
+        events = asyncio.create_task(events_until_closed(http, made.headers["location"], heard))
+        await asyncio.wait_for(heard.wait(), 10)
         await frames.wait(5)
 
         r = await api(http, gw, "GET", "/api/streams/op")
@@ -86,6 +106,7 @@ async def test_stream_lifecycle_with_live_publisher_and_viewer(
         assert "publish_key" not in stream, "credentials show only in the create answer"
         listed = (await api(http, gw, "GET", "/api/streams")).json()["streams"]
         assert [s["name"] for s in listed] == ["op"]
+        assert isinstance(listed[0]["publisher"]["bitrate"], int)
 
         sessions = (await api(http, gw, "GET", "/api/sessions")).json()["sessions"]
         assert sorted(s["kind"] for s in sessions) == ["publisher", "viewer"]
@@ -103,14 +124,16 @@ async def test_stream_lifecycle_with_live_publisher_and_viewer(
                        .post_offer(pc.localDescription.sdp), 403)
 
         assert (await api(http, gw, "DELETE", "/api/streams/op")).status_code == 204
+        # The viewer's event stream ends, with no "reconnect": nothing is coming back.
+        names = await asyncio.wait_for(events, 10)
+        assert "active" in names and "reconnect" not in names, names
         # Their resources are gone: the clients' own DELETEs find nothing.
         assert_problem(await http.delete(viewer_location), 404)
         assert_problem(await whip.delete(), 404)
         assert_problem(await api(http, gw, "GET", "/api/streams/op"), 404)
         assert (await api(http, gw, "GET", "/api/sessions")).json()["sessions"] == []
         await gw.app.state.egress.settled()
-        assert await leaks.rooms() == []
-        assert await leaks.mountpoints() == []
+        await leaks.assert_only_control_handles()  # Janus holds no room, mountpoint or handle
     finally:
         await viewer_pc.close()
         await pc.close()
@@ -135,7 +158,7 @@ async def test_kick_a_publisher(start_gateway: GatewayFactory, http: httpx.Async
 
 
 async def test_who_may_call(start_gateway: GatewayFactory, http: httpx.AsyncClient) -> None:
-    off = await start_gateway()
+    off = await start_gateway(instance_name="api-off")  # its own tag: not reaped by the next
     body = assert_problem(await http.get(f"{off.url}/api/sessions", headers=ADMIN), 404)
     assert "admin_token" in body["detail"]
     gw = await start_gateway(admin_token=TOKEN)
@@ -149,6 +172,10 @@ async def test_who_may_call(start_gateway: GatewayFactory, http: httpx.AsyncClie
     assert_problem(await http.get(f"{gw.url}/api/streams",
                                   headers={"Authorization": "Bearer nope"}), 403)
     assert_problem(await api(http, gw, "GET", "/api/sessions/nope"), 404)
+    assert_problem(await api(http, gw, "POST", "/api/streams", content="{",
+                             headers={"Content-Type": "application/json"}), 400)
+    assert_problem(await api(http, gw, "POST", "/api/streams", json={"name": "x", "oops": 1}), 400)
+    assert_problem(await api(http, gw, "POST", "/api/streams/x/rotate-key"), 404)
 
 
 async def test_serve_writes_json_logs_with_request_ids(janus: Any, leaks: Leaks,

@@ -13,6 +13,7 @@ from tests.integration.test_whip import assert_problem, wait_stream
 from tests.publishers import aiortc_publisher, answer
 from tests.viewers import aiortc_viewer
 
+SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
@@ -40,6 +41,8 @@ async def test_metrics_after_a_publish_and_a_view(start_gateway: GatewayFactory,
         r = await watch(http, gw.whep("m"), viewer_pc)
         assert r.status_code == 201, r.text
         await frames.wait(3)
+        sse = {link["rel"]: link["url"] for link in r.links.values()}[SSE_REL]
+        assert (await http.post(sse, json=["viewercount"])).status_code == 201
         # A second publisher from this address is over its budget: 429.
         assert_problem(await WhipSession(gw.whip("m2"), http=http)
                        .post_offer(pc.localDescription.sdp), 429)
@@ -50,6 +53,7 @@ async def test_metrics_after_a_publish_and_a_view(start_gateway: GatewayFactory,
         assert value(s, "whip_gateway_viewers", stream="m") == 1
         assert value(s, "whip_gateway_node_viewers", node="janus0") == 1
         assert value(s, "whip_gateway_streams_live") == 1
+        assert value(s, "whip_gateway_event_stream_subscribers") == 1
         assert value(s, "whip_gateway_publishers", state="live") == 1
         assert value(s, "whip_gateway_janus_node_up", node="janus0", role="both") == 1
         assert value(s, "whip_gateway_http_responses_total",
@@ -68,6 +72,7 @@ async def test_metrics_after_a_publish_and_a_view(start_gateway: GatewayFactory,
         assert value(s, "whip_gateway_viewers", stream="m") == 0
         assert value(s, "whip_gateway_streams_live") == 0
         assert value(s, "whip_gateway_node_viewers", node="janus0") == 0
+        assert value(s, "whip_gateway_event_stream_subscribers") == 0
     finally:
         await viewer_pc.close()
         await pc.close()
