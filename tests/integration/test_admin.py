@@ -14,8 +14,10 @@ import asyncio
 from typing import Any
 
 import httpx
+from jsonschema import Draft202012Validator
 
 from gateway.clients.whip import WhipSession
+from gateway.http.openapi import DOCUMENT
 from tests.conftest import GatewayFactory, Leaks, RunningGateway
 from tests.integration.test_whep import watch
 from tests.integration.test_whip import assert_problem, wait_stream
@@ -25,6 +27,11 @@ from tests.viewers import aiortc_viewer
 SSE_REL = "urn:ietf:params:whep:ext:core:server-sent-events"
 TOKEN = "operator-" + "t" * 31
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def conforms(body: Any, schema: str) -> None:
+    """``body`` is what /openapi.json promises for ``schema``."""
+    Draft202012Validator({**DOCUMENT, "$ref": f"#/components/schemas/{schema}"}).validate(body)
 
 
 async def api(http: httpx.AsyncClient, gw: RunningGateway, method: str, path: str,
@@ -67,6 +74,7 @@ async def test_stream_lifecycle_with_live_publisher_and_viewer(
     r = await api(http, gw, "POST", "/api/streams", json={"name": "op", "viewer_policy": "token"})
     assert r.status_code == 201, r.text
     created = r.json()
+    conforms(created, "Stream")
     assert created["defined_by"] == "api" and created["live"] is False
     key, viewer_token = created["publish_key"], created["viewer_token"]
     assert_problem(await api(http, gw, "POST", "/api/streams", json={"name": "op"}), 409)
@@ -104,6 +112,7 @@ async def test_stream_lifecycle_with_live_publisher_and_viewer(
         assert isinstance(stream["publisher"]["bitrate"], int)
         assert stream["viewers"] == {"total": 1, "by_node": {"janus0": 1}}
         assert "publish_key" not in stream, "credentials show only in the create answer"
+        conforms(stream, "Stream")
         listed = (await api(http, gw, "GET", "/api/streams")).json()["streams"]
         assert [s["name"] for s in listed] == ["op"]
         assert isinstance(listed[0]["publisher"]["bitrate"], int)
@@ -114,6 +123,9 @@ async def test_stream_lifecycle_with_live_publisher_and_viewer(
         assert viewer_location.endswith(viewer_id)
         session = await wait_viewer_packets(http, gw, viewer_id)
         assert session["stream"] == "op" and session["node"] == "janus0"
+        conforms(session, "Session")
+        for listed_session in sessions:
+            conforms(listed_session, "Session")
         assert {m["kind"]: m["codec"] for m in session["stats"]} == {"audio": "opus", "video": "vp8"}
 
         r = await api(http, gw, "POST", "/api/streams/op/rotate-key")
