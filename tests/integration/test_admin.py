@@ -151,21 +151,33 @@ async def test_stream_lifecycle_with_live_publisher_and_viewer(
         await pc.close()
 
 
-async def test_kick_a_publisher(start_gateway: GatewayFactory, http: httpx.AsyncClient) -> None:
+async def test_kick_a_viewer_then_the_publisher(start_gateway: GatewayFactory,
+                                                http: httpx.AsyncClient) -> None:
     gw = await start_gateway(admin_token=TOKEN)
     pc = await aiortc_publisher()
+    viewer_pc, frames = await aiortc_viewer()
     try:
         whip = WhipSession(gw.whip("kick"), http=http)
         assert (await whip.post_offer(pc.localDescription.sdp)).status_code == 201
         await answer(pc, whip)
+        await wait_stream(http, gw, "kick", live=True)
+        r = await watch(http, gw.whep("kick"), viewer_pc)
+        assert r.status_code == 201, r.text
+        await frames.wait(1)
         sessions = (await api(http, gw, "GET", "/api/sessions")).json()["sessions"]
-        assert [s["stream"] for s in sessions] == ["kick"]
-        sid = sessions[0]["id"]
+        ids = {s["kind"]: s["id"] for s in sessions}
+        assert (await api(http, gw, "DELETE", f"/api/sessions/{ids['viewer']}")).status_code == 204
+        assert_problem(await http.delete(r.headers["location"]), 404)
+        assert (await api(http, gw, "GET", "/api/streams/kick")).json()["viewers"]["total"] == 0
+
+        sid = ids["publisher"]
         assert (await api(http, gw, "DELETE", f"/api/sessions/{sid}")).status_code == 204
         assert_problem(await api(http, gw, "GET", f"/api/sessions/{sid}"), 404)
         assert_problem(await api(http, gw, "DELETE", f"/api/sessions/{sid}"), 404)
         assert_problem(await whip.delete(), 404)
+        assert (await api(http, gw, "GET", "/api/sessions")).json()["sessions"] == []
     finally:
+        await viewer_pc.close()
         await pc.close()
 
 
