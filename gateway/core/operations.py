@@ -19,6 +19,7 @@ from gateway.core.ingest import Ingest
 from gateway.core.streams import PublisherSession, PublisherState, StreamRegistry
 from gateway.core.viewers import ViewerSession
 from gateway.errors import GatewayError, SessionNotFound, StreamNotFound
+from gateway.janus.peer import JanusPeer
 from gateway.janus.stats import MediumStats, as_json, peer_stats
 
 KICKED = "kicked by the operator"
@@ -114,6 +115,7 @@ class Operations:
         """One session with its RTC statistics from Janus (``stats`` is None
         when its node has no admin API)."""
         found = self._find(session_id)
+        peer: JanusPeer | None
         if isinstance(found, PublisherSession):
             described, peer = _publisher(found), found.backend
         else:
@@ -157,7 +159,7 @@ def _viewer(v: ViewerSession) -> dict[str, Any]:
     }
 
 
-async def _stats_or_none(peer: Any) -> list[MediumStats] | None:
+async def _stats_or_none(peer: JanusPeer) -> list[MediumStats] | None:
     """Statistics are a look, not a duty: a node that cannot answer gives none."""
     try:
         return await peer_stats(peer)

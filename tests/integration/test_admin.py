@@ -211,8 +211,8 @@ async def test_serve_writes_json_logs_with_request_ids(janus: Any, leaks: Leaks,
     import signal
     import sys
 
-    from tests.integration.test_embedded import wait_health
     from gateway.janus.process import free_port
+    from tests.integration.test_embedded import wait_health
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"

@@ -44,7 +44,7 @@ def run(tmp_path: Path, text: str, **env: str) -> subprocess.CompletedProcess[st
     path = tmp_path / "gateway.toml"
     path.write_text(text)
     return subprocess.run([*CHECK, str(path)], capture_output=True, text=True, timeout=30,
-                          env={"PATH": "/usr/bin:/bin", **env})
+                          check=False, env={"PATH": "/usr/bin:/bin", **env})
 
 
 def test_prints_the_effective_settings_with_secrets_masked(tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_a_bad_setting_exits_2_naming_it(tmp_path: Path, text: str, needle: str)
 
 def test_a_missing_file_exits_2(tmp_path: Path) -> None:
     result = subprocess.run([*CHECK, str(tmp_path / "none.toml")], capture_output=True, text=True,
-                            timeout=30)
+                            timeout=30, check=False)
     assert result.returncode == 2 and "none.toml" in result.stderr
 
 

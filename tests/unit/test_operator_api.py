@@ -9,8 +9,13 @@ import pytest
 from gateway.core.auth import StreamKeys, ViewerTokens, mint_viewer_token
 from gateway.core.catalog import StreamCatalog
 from gateway.errors import (
-    MalformedBody, PublishKeyRejected, PublishKeyRequired, StreamExists, StreamNotDefined,
-    ViewerTokenRejected, ViewerTokenRequired,
+    MalformedBody,
+    PublishKeyRejected,
+    PublishKeyRequired,
+    StreamExists,
+    StreamNotDefined,
+    ViewerTokenRejected,
+    ViewerTokenRequired,
 )
 from gateway.janus.stats import read_handle_info
 
