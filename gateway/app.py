@@ -20,6 +20,13 @@ from starlette.routing import Route
 from gateway.http import whep
 from gateway.http import whip
 from gateway.http import admin, pages
+from gateway.http import admin_streams
+from gateway.http import openapi
+from gateway.http.requestid import RequestIdMiddleware
+from gateway.http import metrics as metrics_route
+from gateway.metrics import GatewayMetrics, MetricsMiddleware
+from gateway.core.catalog import StreamCatalog
+from gateway.core.operations import Operations
 from gateway import probes
 from gateway.core.auth import StreamKeys, ViewerTokens
 from gateway.config import Settings, SettingsError, load_settings
@@ -48,6 +55,8 @@ async def list_streams(request: Request) -> JSONResponse:
     settings: Settings = request.app.state.settings
     if settings.public_listing == "off":
         raise ResourceNotFound("the stream list is not public (public_listing = off)")
+    if settings.admin_token and request.headers.get("authorization"):
+        return await admin_streams.list_streams(request)  # the operator's view
     registry: StreamRegistry = request.app.state.streams
     egress: Egress = request.app.state.egress
     streams: dict[str, dict[str, object]] = {}
@@ -123,9 +132,11 @@ def create_app(settings: Settings, backend: Backend | None = None,
         min_free_bytes=settings.recordings_min_free_mb * 1024 * 1024,
         retention_days=settings.recordings_retention_days,
     ), registry)
+    catalog = StreamCatalog(StreamKeys(settings.stream_keys),
+                            ViewerTokens(settings.viewer_keys, settings.viewer_jwt_secret))
     ingest = Ingest(
         backend.pool,
-        StreamKeys(settings.stream_keys),
+        catalog.publish_gate,
         IngestPolicy(
             video_codecs=settings.video_codecs,
             audio_codecs=settings.audio_codecs,
@@ -138,7 +149,7 @@ def create_app(settings: Settings, backend: Backend | None = None,
     )
 
     egress = Egress(
-        backend.pool, registry, ViewerTokens(settings.viewer_keys, settings.viewer_jwt_secret),
+        backend.pool, registry, catalog.viewer_gate,
         EventHub(),
         EgressPolicy(
             viewer_connect_timeout=settings.viewer_connect_timeout,
@@ -150,6 +161,7 @@ def create_app(settings: Settings, backend: Backend | None = None,
 
     rate_limits = RateLimits.from_settings(settings)
     hooks = Hooks.from_settings(settings, registry, egress.viewers, backend.pool)
+    metrics = GatewayMetrics(backend.pool, registry, egress)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -157,12 +169,14 @@ def create_app(settings: Settings, backend: Backend | None = None,
         await backend.start()
         egress.start()
         recordings.start()
+        metrics.start()
         undo_sighup = _reload_on_sighup(app)
         try:
             yield
         finally:
             undo_sighup()
             await asyncio.gather(*app.state.reloads, return_exceptions=True)
+            metrics.stop()
             await egress.close()
             await ingest.close()
             await egress.settled()
@@ -177,13 +191,17 @@ def create_app(settings: Settings, backend: Backend | None = None,
             *whep.routes,
             *pages.routes,
             *admin.routes,
+            *openapi.routes,
+            *metrics_route.routes,
             Route("/api/streams", list_streams),
             Route("/healthz", health),
         ],
         # Outermost first: the real client is known before anything else runs;
         # CORS wraps the limits, so a browser can read a 429 and its Retry-After.
         middleware=[
+            Middleware(RequestIdMiddleware),
             Middleware(probes.AsgiHooks),
+            Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(ForwardedMiddleware,
                        trusted=TrustedProxies(parse_networks(settings.trusted_proxies)),
                        header=settings.forwarded_header),
@@ -193,7 +211,7 @@ def create_app(settings: Settings, backend: Backend | None = None,
                 allow_methods=["GET", "HEAD", "POST", "PATCH", "DELETE", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type", "If-Match"],
                 expose_headers=["Location", "ETag", "Link", "Accept-Patch", "Accept-Post",
-                                "Retry-After", "WWW-Authenticate"],
+                                "Retry-After", "WWW-Authenticate", "X-Request-Id"],
             ),
             Middleware(RateLimitMiddleware, limits=rate_limits),
         ],
@@ -214,5 +232,7 @@ def create_app(settings: Settings, backend: Backend | None = None,
     app.state.config_file = config_file
     app.state.reloads = set()
     app.state.hooks = hooks
+    app.state.metrics = metrics
+    app.state.operations = Operations(catalog, registry, ingest, egress)
     install_log_redaction()
     return app

@@ -65,6 +65,7 @@ def _serve_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "viewer_keys": _pairs(args.viewer_key, "--viewer-key"),
         "ice_servers": [_ice_server(v) for v in args.ice_server] if args.ice_server else None,
         "log_level": args.log_level,
+        "log_format": args.log_format,
         "trusted_proxies": args.trusted_proxy,
         "record": args.record,
     }
@@ -82,9 +83,9 @@ def serve(args: argparse.Namespace) -> int:
     except (SettingsError, FileNotFoundError, ValueError) as exc:
         print(f"whip-gateway: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    from gateway.logs import configure_logging
+
+    configure_logging(settings.log_level, settings.log_format)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Janus call is noise
     if not settings.stream_keys:
         logging.getLogger("gateway").warning(
@@ -97,7 +98,8 @@ def serve(args: argparse.Namespace) -> int:
     tls = ({"ssl_certfile": str(settings.tls_cert), "ssl_keyfile": str(settings.tls_key)}
            if settings.tls_cert else {})
     config = uvicorn.Config(app, host=settings.host, port=settings.port,
-                            log_level=settings.log_level, **tls, **SERVER_OPTIONS)
+                            log_level=settings.log_level, log_config=None,  # our handler
+                            **tls, **SERVER_OPTIONS)
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
@@ -396,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ice-server", action="append", metavar="URL[,USER,CREDENTIAL]",
                    help="STUN/TURN server announced in Link headers; repeatable")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    s.add_argument("--log-format", choices=["text", "json"], help="log lines as text or JSON")
     s.add_argument("--viewer-key", action="append", metavar="STREAM=TOKEN",
                    help='viewer token for a stream ("*" for every stream); repeatable')
     s.add_argument("--trusted-proxy", action="append", metavar="ADDRESS|CIDR",
@@ -403,6 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--record", action="append", metavar="STREAM",
                    help='record this stream\'s publish sessions ("*": every stream); repeatable')
     s.set_defaults(run=serve)
+
+    c = commands.add_parser("config", help="check a settings file")
+    checks = c.add_subparsers(dest="config_command", required=True)
+    cc = checks.add_parser("check", help="print the effective settings as JSON, secrets masked; "
+                           "exit 2 naming a bad setting")
+    cc.add_argument("file", type=Path, help="TOML settings file")
+    cc.set_defaults(run=config_check)
 
     o = commands.add_parser("offer", help="print an SDP offer (Opus + H.264 or VP8), "
                             "for trying a WHIP or WHEP endpoint with curl")
@@ -459,6 +469,14 @@ def viewer_token(args: argparse.Namespace) -> int:
     if not settings.viewer_jwt_secret:
         raise SettingsError("viewer_jwt_secret is not set (WHIP_GATEWAY_VIEWER_JWT_SECRET or --config)")
     print(mint_viewer_token(settings.viewer_jwt_secret, args.stream, args.ttl))
+    return 0
+
+
+def config_check(args: argparse.Namespace) -> int:
+    """Print the effective settings (file, then environment) with secrets masked."""
+    from gateway.configcheck import check
+
+    print(check(args.file))
     return 0
 
 

@@ -319,6 +319,10 @@ class Settings(BaseSettings):
     )
     tls_key: Path | None = Field(None, description="PEM private key for tls_cert")
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text lines, or JSON lines (one object per line) for log shippers; "
+        "both carry the request id",
+    )
     instance_name: str = Field(
         "whip-gateway", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="tag on everything this gateway makes in Janus; at start it frees what "

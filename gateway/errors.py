@@ -276,3 +276,31 @@ class AuthHookUnavailable(GatewayError):
     status = 503
     title = "Authorization service unavailable"
     retry_after_default = 5
+
+
+# -- the operator API (/api/streams, /api/sessions) ------------------------------
+
+
+class StreamNotFound(ResourceNotFound):
+    """No stream of that name is defined, live or watched."""
+
+    title = "Stream not found"
+
+
+class StreamNotDefined(ResourceNotFound):
+    """The stream was not created through the API (settings' stream keys are read-only)."""
+
+    title = "Stream not created through the API"
+
+
+class StreamExists(GatewayError):
+    """``POST /api/streams`` for a name the API already defines."""
+
+    status = 409
+    title = "Stream already exists"
+
+
+class SessionNotFound(ResourceNotFound):
+    """No live publisher or viewer session has that id."""
+
+    title = "Session not found"

@@ -70,6 +70,10 @@ class EventHub:
             subscription.offer(event)
         return subscription
 
+    def count(self) -> int:
+        """Open event streams (subscribers), for the metrics."""
+        return len(self._streams)
+
     def get(self, viewer_id: str, stream_id: str) -> EventStream | None:
         found = self._streams.get(stream_id)
         if found is None or found.viewer_id != viewer_id or found.closed:

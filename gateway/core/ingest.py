@@ -158,6 +158,10 @@ class Ingest:
     async def end(self, session: PublisherSession) -> None:
         await self._end(session, "DELETE by the client")
 
+    async def kick(self, session: PublisherSession, reason: str) -> None:
+        """End a publisher on the operator's word (``core.operations``)."""
+        await self._end(session, reason)
+
     async def close(self) -> None:
         await asyncio.gather(*(self._end(s, "gateway stopping") for s in self.registry.sessions()))
 

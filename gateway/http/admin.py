@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from gateway.http import admin_nodes, recordings
+from gateway.http import admin_nodes, admin_sessions, admin_streams, recordings
 
 routes: list[BaseRoute] = [
+    *admin_streams.routes,
+    *admin_sessions.routes,
     *admin_nodes.routes,
     *recordings.routes,
 ]

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import GatewayError
+from gateway.http import requestid
 from gateway.protocol import PROBLEM_JSON
 
 log = logging.getLogger(__name__)
@@ -19,6 +20,8 @@ def problem_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     body = {"type": type_slug, "title": title, "status": status, "detail": detail}
+    if requestid.current():
+        body["request_id"] = requestid.current()  # what the operator greps the logs for
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
