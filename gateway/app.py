@@ -161,6 +161,8 @@ def create_app(settings: Settings, backend: Backend | None = None,
 
     rate_limits = RateLimits.from_settings(settings)
     hooks = Hooks.from_settings(settings, registry, egress.viewers, backend.pool)
+    recordings.on_ready.append(hooks.recording_ready)
+    recordings.on_failed.append(hooks.recording_failed)
     metrics = GatewayMetrics(backend.pool, registry, egress)
 
     @contextlib.asynccontextmanager

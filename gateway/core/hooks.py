@@ -50,6 +50,7 @@ EVENT_TYPES = (
     "stream.live", "stream.ended",
     "publisher.connected", "publisher.disconnected", "publisher.replaced",
     "viewers.changed", "node.up", "node.down",
+    "recording.ready", "recording.failed",
 )
 SECRET_PREFIX = "whsec_"
 USER_AGENT = "whip-gateway-webhooks"
@@ -388,6 +389,14 @@ class Hooks:
     def __init__(self, webhooks: Webhooks | None, events: HookEvents | None,
                  auth: AuthWebhook | None) -> None:
         self.webhooks, self.events, self.auth = webhooks, events, auth
+
+    def recording_ready(self, record: dict[str, Any]) -> None:
+        if self.webhooks is not None:
+            self.webhooks.emit("recording.ready", record)
+
+    def recording_failed(self, record: dict[str, Any]) -> None:
+        if self.webhooks is not None:
+            self.webhooks.emit("recording.failed", record)
 
     @classmethod
     def from_settings(cls, settings: Any, registry: StreamRegistry, viewers: Any,

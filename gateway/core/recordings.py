@@ -178,7 +178,9 @@ class Recordings:
         self._loaded = False
         # The conversion process; its arguments are the folder and the file's name.
         self.job_command: list[str] = [sys.executable, "-m", "gateway.core.recording_job"]
-        self.on_ready: list[Callable[[dict[str, Any]], None]] = []  # e.g. a recording.ready webhook
+        # Told of each finished conversion (e.g. the recording.ready/failed webhooks).
+        self.on_ready: list[Callable[[dict[str, Any]], None]] = []
+        self.on_failed: list[Callable[[dict[str, Any]], None]] = []
         if registry is not None:
             registry.subscribe(self)
 
@@ -411,13 +413,13 @@ class Recordings:
             log.warning("recordings: %s failed: %s (raw files kept in %s)", record.id,
                         record.error, folder)
         self._save()
-        if record.state == RecordingState.READY.value:
-            described = record.describe(folder)
-            for listener in list(self.on_ready):
-                try:
-                    listener(described)
-                except Exception:
-                    log.exception("recordings: a ready listener failed")
+        ready = record.state == RecordingState.READY.value
+        described = record.describe(folder)
+        for listener in list(self.on_ready if ready else self.on_failed):
+            try:
+                listener(described)
+            except Exception:
+                log.exception("recordings: a %s listener failed", record.state)
 
 
 def _not_ready(record: Recording) -> RecordingNotReady:

@@ -11,6 +11,7 @@ files kept.  The ``start_gateway`` fixture checks Janus holds nothing after.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 import time
@@ -20,13 +21,16 @@ from typing import Any
 import av
 import httpx
 import pytest
+import standardwebhooks
 
 from gateway.clients.whip import WhipSession
 from tests.conftest import GatewayFactory, RunningGateway
 from tests.publishers import aiortc_publisher, answer, wait_connected
+from tests.webhook_receiver import Receiver
 
 TOKEN = "recording-operator-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+HOOK_SECRET = "whsec_" + base64.b64encode(b"recording-webhook-secret-24b").decode()
 
 pytestmark = pytest.mark.skipif(shutil.which("janus-pp-rec") is None,
                                 reason="janus-pp-rec missing (Debian package janus-tools)")
@@ -173,11 +177,22 @@ async def test_session_ends_as_one_playable_file(
 async def test_reconnect_gives_two_recordings_and_api_needs_the_token(
     start_gateway: GatewayFactory, http: httpx.AsyncClient, tmp_path: Path,
 ) -> None:
-    gw = await recording_gateway(start_gateway, tmp_path / "rec")
-    await publish(http, gw, "talk", "video/VP8", 2.0)
-    await publish(http, gw, "talk", "video/VP8", 2.0)
-    records = await wait_recordings(http, gw, 2, {"ready", "failed"})
-    assert [r["state"] for r in records] == ["ready", "ready"], records
+    receiver = Receiver()
+    hook_url = await receiver.start()
+    try:
+        gw = await recording_gateway(start_gateway, tmp_path / "rec", webhooks=[
+            {"url": hook_url, "secret": HOOK_SECRET, "events": ["recording.ready"]}])
+        await publish(http, gw, "talk", "video/VP8", 2.0)
+        await publish(http, gw, "talk", "video/VP8", 2.0)
+        records = await wait_recordings(http, gw, 2, {"ready", "failed"})
+        assert [r["state"] for r in records] == ["ready", "ready"], records
+        # Each finished recording is announced, signed (Standard Webhooks).
+        got = await receiver.wait_for(lambda r: len(r) == 2)
+    finally:
+        await receiver.stop()
+    announced = [standardwebhooks.Webhook(HOOK_SECRET).verify(r.body, r.headers) for r in got]
+    assert {(a["type"], a["data"]["id"]) for a in announced} == {
+        ("recording.ready", r["id"]) for r in records}
     assert len({r["id"] for r in records}) == 2 and {r["stream"] for r in records} == {"talk"}
     for record in records:
         decoded = decode(tmp_path / "rec" / record["id"] / record["file"])
@@ -201,7 +216,10 @@ async def test_reconnect_gives_two_recordings_and_api_needs_the_token(
 async def test_damaged_raw_files_give_a_failed_recording_that_keeps_them(
     start_gateway: GatewayFactory, http: httpx.AsyncClient, tmp_path: Path,
 ) -> None:
-    gw = await recording_gateway(start_gateway, tmp_path / "rec")
+    receiver = Receiver()
+    hook_url = await receiver.start()
+    gw = await recording_gateway(start_gateway, tmp_path / "rec", webhooks=[
+        {"url": hook_url, "secret": HOOK_SECRET, "events": ["recording.failed"]}])
 
     async def damage() -> None:
         [record] = await recordings(http, gw)
@@ -221,6 +239,12 @@ async def test_damaged_raw_files_give_a_failed_recording_that_keeps_them(
     [record] = await wait_recordings(http, gw, 1, {"ready", "failed"})
     assert record["state"] == "failed" and "not a Janus recording" in record["error"], record
     assert len(list((tmp_path / "rec" / record["id"]).glob("*.mjr"))) == 2, "raw files kept"
+    try:
+        [failed] = await receiver.wait_for(lambda r: len(r) == 1)
+    finally:
+        await receiver.stop()
+    announced = standardwebhooks.Webhook(HOOK_SECRET).verify(failed.body, failed.headers)
+    assert announced["type"] == "recording.failed" and announced["data"]["id"] == record["id"]
     media = await http.get(f"{gw.url}/api/recordings/{record['id']}/media", headers=AUTH)
     assert media.status_code == 409 and "failed" in media.json()["detail"]
 
