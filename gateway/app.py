@@ -163,7 +163,7 @@ def create_app(settings: Settings, backend: Backend | None = None,
     hooks = Hooks.from_settings(settings, registry, egress.viewers, backend.pool)
     recordings.on_ready.append(hooks.recording_ready)
     recordings.on_failed.append(hooks.recording_failed)
-    metrics = GatewayMetrics(backend.pool, registry, egress)
+    metrics = GatewayMetrics(backend.pool, registry, egress, recordings, hooks.webhooks)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

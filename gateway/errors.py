@@ -215,6 +215,15 @@ class RequestTimeout(GatewayError):
     title = "Request timeout"
 
 
+class ClientGone(GatewayError):
+    """The client closed the connection before its body arrived (it gave up
+    waiting, as a load test's clients do): nothing reaches it any more, and
+    it is no server fault, so no 5xx and no traceback in the log."""
+
+    status = 400
+    title = "Client closed the request"
+
+
 class MediaServerUnavailable(GatewayError):
     """No Janus node can take the request right now."""
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from gateway.core.egress import Egress
     from gateway.core.placement import NodePool
     from gateway.core.streams import StreamRegistry
+    from gateway.core.hooks import Webhooks
+    from gateway.core.recordings import Recordings
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,10 @@ UNMATCHED = "unmatched"  # every path no route takes shares one label value
 class StateCollector(Collector):
     """Gauges computed from the domain's state when Prometheus scrapes."""
 
-    def __init__(self, pool: NodePool, streams: StreamRegistry, egress: Egress) -> None:
+    def __init__(self, pool: NodePool, streams: StreamRegistry, egress: Egress,
+                 recordings: Recordings | None = None, webhooks: Webhooks | None = None) -> None:
         self.pool, self.streams, self.egress = pool, streams, egress
+        self.recordings, self.webhooks = recordings, webhooks
 
     def collect(self) -> Iterator[Metric]:
         from gateway.core.streams import PublisherState
@@ -98,6 +102,47 @@ class StateCollector(Collector):
         subscribers.add_metric([], self.egress.events.hub.count())
         yield subscribers
 
+        yield from self._capacity()
+        if self.recordings is not None:
+            recordings = GaugeMetricFamily("whip_gateway_recordings", "Recordings by state",
+                                           labels=["state"])
+            states = _count(r["state"] for r in self.recordings.list())
+            for state in ("recording", "processing", "ready", "failed"):
+                recordings.add_metric([state], states.get(state, 0))
+            yield recordings
+        sent = CounterMetricFamily("whip_gateway_webhook_events",
+                                   "Webhook events per receiver by outcome",
+                                   labels=["url", "outcome"])
+        for r in self.webhooks.receivers if self.webhooks is not None else ():
+            for outcome in ("delivered", "failed", "dropped", "retried"):
+                sent.add_metric([r.url, outcome], getattr(r, outcome))
+        yield sent
+
+    def _capacity(self) -> Iterator[Metric]:
+        """How full each node is, and the sessions refused for want of room."""
+        fill = GaugeMetricFamily("whip_gateway_node_fill",
+                                 "Share of the node's nearest limit in use (viewers or bitrate)",
+                                 labels=["node"])
+        out = GaugeMetricFamily("whip_gateway_node_out_bitrate_bits",
+                                "Outbound bitrate the node's viewers are counted at",
+                                labels=["node"])
+        draining = GaugeMetricFamily("whip_gateway_node_draining",
+                                     "1 while the node takes no new sessions", labels=["node"])
+        for node in self.pool.nodes:
+            load = self.pool.load(node)
+            fill.add_metric([node.name], load.fill)
+            out.add_metric([node.name], load.out_bitrate)
+            draining.add_metric([node.name], 1 if node.name in self.pool.draining else 0)
+        yield fill
+        yield out
+        yield draining
+        refused = CounterMetricFamily("whip_gateway_capacity_refused",
+                                      "Sessions refused with 503 because every node was full "
+                                      "or draining", labels=["reason"])
+        for reason in ("egress full", "egress draining", "ingest draining"):
+            refused.add_metric([reason], self.pool.refused.get(reason, 0))
+        yield refused
+
 
 def _count(keys: Iterable[str]) -> dict[str, int]:
     out: dict[str, int] = {}
@@ -109,10 +154,11 @@ def _count(keys: Iterable[str]) -> dict[str, int]:
 class GatewayMetrics:
     """The app's registry and the event-driven metrics in it."""
 
-    def __init__(self, pool: NodePool, streams: StreamRegistry, egress: Egress) -> None:
+    def __init__(self, pool: NodePool, streams: StreamRegistry, egress: Egress,
+                 recordings: Recordings | None = None, webhooks: Webhooks | None = None) -> None:
         self.pool = pool
         self.registry = CollectorRegistry()
-        self.registry.register(StateCollector(pool, streams, egress))
+        self.registry.register(StateCollector(pool, streams, egress, recordings, webhooks))
         self.http_responses = Counter(
             "whip_gateway_http_responses", "HTTP responses by route template, method and status",
             ["route", "method", "status"], registry=self.registry)

@@ -106,6 +106,9 @@ class NodePool:
         self.default_bitrate = default_bitrate
         self.regions = regions or RegionMap()
         self.draining: set[str] = set()
+        # Sessions refused because every node was full or draining, by reason
+        # (read by the metrics: an operator must see a webinar hit its ceiling).
+        self.refused: Counter[str] = Counter()
         self.stream_bitrate: dict[str, int] = {}  # bit/s per stream, as Janus last reported
         self._viewers: dict[str, Counter[str]] = {}  # node name -> stream -> viewers
         self._observers: list[Any] = []
@@ -248,6 +251,7 @@ class NodePool:
             raise MediaServerUnavailable("no ingest Janus node is up")
         open_ = [n for n in up if n.name not in self.draining]
         if not open_:
+            self.refused["ingest draining"] += 1
             raise CapacityExhausted("every ingest Janus node is draining")
         return min(open_, key=lambda n: n.load)
 
@@ -284,6 +288,7 @@ class NodePool:
         room = [n for n in open_ if self.fits(n, bitrate)]
         if not room:
             why = "draining" if not open_ else "full"
+            self.refused[f"egress {why}"] += 1
             raise CapacityExhausted(f"every egress node for this viewer is {why}")
         return min(room, key=lambda n: (self.load(n).fill, not has_mountpoint(n),
                                          self.viewers_on(n)))

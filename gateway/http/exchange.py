@@ -10,7 +10,7 @@ import asyncio
 import re
 from urllib.parse import quote
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from gateway.config import STREAM_NAME_PATTERN, IceServer
 from gateway import probes
@@ -21,6 +21,7 @@ from gateway.errors import (
     PreconditionFailed,
     PreconditionRequired,
     RequestTimeout,
+    ClientGone,
     ResourceNotFound,
     UnsupportedContentType,
 )
@@ -54,6 +55,8 @@ async def read_text(request: Request, *, expected: tuple[str, ...]) -> str:
             return await _read_text(request, expected=expected, limit=limit)
     except TimeoutError:
         raise RequestTimeout(f"the body did not arrive within {timeout:g} s") from None
+    except ClientDisconnect:
+        raise ClientGone("the client closed the connection while sending its body") from None
 
 
 async def _read_text(request: Request, *, expected: tuple[str, ...], limit: int) -> str:

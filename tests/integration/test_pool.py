@@ -20,6 +20,7 @@ import pytest
 
 from gateway.janus.admin import JanusAdmin
 from gateway.janus.process import JanusProcessConfig, ManagedJanus
+from tests.integration.test_metrics import scrape, value
 from tests.conftest import GatewayFactory, Leaks, RunningGateway, Topology, janus_settings
 from tests.integration.test_whep import SSE_REL, Publisher, read_events, start_publisher, watch
 from tests.integration.test_whip import assert_problem
@@ -135,6 +136,10 @@ async def test_viewers_spread_over_egress_nodes_each_fed_by_its_own_forwarder(
         problem = assert_problem(r, 503)
         assert int(r.headers["retry-after"]) > 0
         assert problem["type"].endswith("capacity-exhausted")
+        # ...and Prometheus is told (issue 8: "a metric says so").
+        samples = await scrape(http, gw.url)
+        assert value(samples, "whip_gateway_capacity_refused_total", reason="egress full") == 1
+        assert value(samples, "whip_gateway_node_fill", node="e1") == 1.0
 
         await viewers[0].leave(http)
         r = await viewers[2].join(http, gw.whep("two"))
