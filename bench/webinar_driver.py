@@ -111,6 +111,7 @@ async def start_publisher(gateway_url: str, profile: Json, timeout: float) -> tu
     from gateway.clients.media import ToneTrack
     from gateway.clients.whip import prefer_codec
 
+    install_sent_log()
     pc = RTCPeerConnection()
     if "audio" in profile["kinds"]:
         pc.addTransceiver(ToneTrack(), direction="sendonly")
@@ -135,10 +136,35 @@ async def start_publisher(gateway_url: str, profile: Json, timeout: float) -> tu
     raise BenchError(f"the stream did not go live within {timeout} s")
 
 
-async def sent_packets(pc: Any) -> dict[str, int]:
-    """RTP packets the publisher has sent so far, per kind (aiortc's outbound stats)."""
-    report = await pc.getStats()
-    return {s.kind: int(s.packetsSent) for s in report.values() if s.type == "outbound-rtp"}
+SENT: list[tuple[float, str, int]] = []  # (when, kind, RTP packets) per frame the publisher sent
+
+
+def install_sent_log() -> None:
+    """Log when each frame leaves the publisher and in how many packets.
+
+    The window's "sent" is then counted by time, like the viewers count
+    theirs; reading aiortc's counters at the window's edges would be off by
+    however late a busy main process got round to it.
+    """
+    from aiortc.rtcrtpsender import RTCRtpSender
+
+    next_frame = RTCRtpSender._next_encoded_frame
+
+    async def logged(self: Any, codec: Any) -> Any:
+        frame = await next_frame(self, codec)
+        if frame is not None:
+            SENT.append((now(), self.kind, len(frame.payloads)))
+        return frame
+
+    RTCRtpSender._next_encoded_frame = logged  # type: ignore[method-assign]
+
+
+def sent_between(t0: float, t1: float) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t, kind, count in SENT:
+        if t0 <= t <= t1:
+            out[kind] = out.get(kind, 0) + count
+    return out
 
 
 def handles_per_node(admins: list[JanusAdmin]) -> list[int]:
@@ -199,7 +225,6 @@ async def run_side(args: argparse.Namespace, side: str, workers: Workers, gatewa
     for conn, _ in active:
         conn.send({"op": "hold", "from": hold_from, "until": hold_until})
     await asyncio.sleep(max(hold_from - now(), 0))
-    sent0 = await sent_packets(publisher)
     hold_task = progress.add_task(f"{side:>7} hold", total=args.hold)
     handles1: list[int] = []
     while now() < hold_until:
@@ -207,7 +232,6 @@ async def run_side(args: argparse.Namespace, side: str, workers: Workers, gatewa
         progress.update(hold_task, completed=min(now() - hold_from, args.hold))
         if not handles1 and now() > hold_from + args.hold / 2:  # the viewers leave at the end
             handles1 = await asyncio.to_thread(handles_per_node, admins)
-    sent1 = await sent_packets(publisher)
     progress.remove_task(hold_task)
     replies: list[Json] = []
     for conn, _ in active:
@@ -220,7 +244,7 @@ async def run_side(args: argparse.Namespace, side: str, workers: Workers, gatewa
                 break
     return {"side": side, "t0": t0, "last_join": last_join, "settled": settled,
             "hold": [hold_from, hold_until],
-            "sent": {k: sent1.get(k, 0) - sent0.get(k, 0) for k in sent1},
+            "sent": sent_between(hold_from, hold_until),
             # Direct viewers know their node; the gateway's are counted on the nodes.
             "viewers_per_node": [b - a for a, b in zip(handles0, handles1)] if side == "gateway"
             else [sum(1 for r in replies for v in r["viewers"] if v["node"] == k)
