@@ -106,13 +106,13 @@ class Sampler:
 
 async def start_publisher(gateway_url: str, profile: Json, timeout: float) -> tuple[Any, str, dict[str, str]]:
     """aiortc publishing the profile by WHIP; returns once the gateway says live."""
-    from aiortc import RTCPeerConnection, RTCSessionDescription
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
     from gateway.clients.media import ToneTrack
     from gateway.clients.whip import prefer_codec
 
     install_sent_log()
-    pc = RTCPeerConnection()
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # no STUN lookup (no network here)
     if "audio" in profile["kinds"]:
         pc.addTransceiver(ToneTrack(), direction="sendonly")
     pc.addTransceiver(video_track(profile), direction="sendonly")

@@ -157,7 +157,8 @@ def report(results: Json, a: Json) -> str:
         lines.append(target(f"glass-to-glass p95 <= 100 ms (target at N=10; this is N={n})",
                             g["g2g"]["p95"] <= 100, f"{fmt(g['g2g']['p95'])} ms"))
     else:
-        lines.append("glass-to-glass: not measured (the webinar profile's frames carry no barcode)")
+        lines.append("glass-to-glass: no sample (the webinar profile carries no barcode, "
+                     "or no decoding viewer received frames in the hold)")
     return "\n".join(lines)
 
 

@@ -295,10 +295,14 @@ class Viewer:
     """One PeerConnection whose receivers only count (decoders also read the barcode)."""
 
     def __init__(self, rec: ViewerRecord, window: list[float]) -> None:
-        from aiortc import RTCPeerConnection
+        from aiortc import RTCConfiguration, RTCPeerConnection
 
         self.rec, self.window = rec, window
-        self.pc = RTCPeerConnection()
+        # No STUN server: aiortc's default (Google's) makes every gathering
+        # resolve a name in a namespace without network, through the default
+        # executor's few threads; with hundreds of viewers that queue is what
+        # set-ups waited on (seconds per offer).
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc.on("iceconnectionstatechange", self._ice)
         self.pc.on("connectionstatechange", self._connected)
 
