@@ -83,6 +83,11 @@ def side_figures(side: Json, samples: list[Json], idle: list[float], names: list
         "viewers_per_node": side["viewers_per_node"], "cpu": cpu,
         "gateway_rss_mb": {"ramp": rss_between(samples, *ramp), "hold": rss_between(samples, *hold)},
         "viewer_pps": pkts / window / max(receiving, 1), "packet_bytes": octets / max(pkts, 1),
+        # What Janus sends each viewer (the publisher's rate): packets a starved viewer
+        # process drops from its socket buffer were still encrypted and sent.
+        "sent_pps": sum(side["sent"].values()) / window,
+        "egress_us_per_sent_packet": egress_hold / (receiving * sum(side["sent"].values()) / window)
+        * 1e6 if receiving and side["sent"] else float("nan"),
         "egress_us_per_packet": egress_hold / (pkts / window) * 1e6 if pkts else float("nan"),
         "egress_pct_per_viewer": egress_hold / max(receiving, 1) * 100,
         "g2g": {"n": len(g2g), "p50": percentile(g2g, 50), "p95": percentile(g2g, 95)},
@@ -143,7 +148,9 @@ def report(results: Json, a: Json) -> str:
     for side, f in (("gateway", g), ("direct", d)):
         lines.append(f"egress Janus ({side} hold): {fmt(f['viewer_pps'], 1)} packets/s per viewer "
                      f"of {fmt(f['packet_bytes'])} B, {fmt(f['egress_us_per_packet'], 1)} µs CPU "
-                     f"per viewer-packet, {fmt(f['egress_pct_per_viewer'], 3)}% of a core per viewer")
+                     f"per viewer-packet received ({fmt(f['egress_us_per_sent_packet'], 1)} µs per "
+                     f"packet sent: {fmt(f['sent_pps'], 1)}/s), {fmt(f['egress_pct_per_viewer'], 3)}% "
+                     "of a core per viewer")
     n = p["viewers"]
     lines.append("")
     lines.append(target(f"{n}/{n} connected", g["receiving"] == n, f"{g['receiving']}/{n}"))
