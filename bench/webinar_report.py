@@ -121,8 +121,8 @@ def report(results: Json, a: Json) -> str:
                      f"{fmt(d['ttff'][q]):>10}{fmt(ratio, 2):>8}")
     steps = ("answer", "ice", "dtls", "first_packet")
     lines.append(f"{'  p50 steps: answer/ICE/DTLS/1st':34}"
-                 f"{'/'.join(fmt(g['steps_p50'][k]) for k in steps):>10}"
-                 f"{'/'.join(fmt(d['steps_p50'][k]) for k in steps):>16}")
+                 f"{'/'.join(fmt(g['steps_p50'][k]) for k in steps):>10}  "
+                 f"{'/'.join(fmt(d['steps_p50'][k]) for k in steps)}")
     for label, key in (("packets/viewer, min share of sent", "share_min"),
                        ("packets/viewer, median share", "share_median")):
         lines.append(f"{label:34}{fmt(g[key] * 100, 1) + '%':>10}{fmt(d[key] * 100, 1) + '%':>10}")
