@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shutil
 import signal
 import sys
@@ -39,12 +40,32 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import (REPO, GatewayProcess, Json, at_least_one, enter_netns, guarded,
-                     install_hard_cap, machine_busy, machine_info, machine_line, params_of,
-                     run_capped, write_json)
+from harness import (
+    REPO,
+    GatewayProcess,
+    Json,
+    at_least_one,
+    enter_netns,
+    guarded,
+    install_hard_cap,
+    machine_busy,
+    machine_info,
+    machine_line,
+    params_of,
+    run_capped,
+    write_json,
+)
 from janus_direct import leftovers_of
 from webinar_driver import measure, start_gateway, start_nodes
-from webinar_report import analyse, fit_costs, fmt, plot, report, sizing_rows, sizing_table
+from webinar_report import (
+    analyse,
+    fit_costs,
+    fmt,
+    plot,
+    report,
+    sizing_rows,
+    sizing_table,
+)
 from webinar_scenario import PROFILES, now, worker_main
 from whep_ttff_driver import Workers
 
@@ -109,7 +130,7 @@ def print_report(args: argparse.Namespace, results: Json) -> Json:
     print()
     print(report(results, analysis))
     other = [analysis[s]["cpu"][p]["*other"] for s in analysis for p in ("ramp", "hold")]
-    other = [o for o in other if o == o] or [float("nan")]
+    other = [o for o in other if not math.isnan(o)] or [float("nan")]
     print(f"other processes on the machine: {fmt(min(other), 2)}-{fmt(max(other), 2)} cores "
           f"during the ramps and holds; whole run {fmt(results['elapsed_s'])} s")
     if results["params"]["profile"] == "webinar" or args.calibrate:

@@ -23,8 +23,17 @@ from typing import Any
 from urllib.parse import urljoin
 
 import httpx
-from harness import (RATE_LIMITS_OFF, BenchError, GatewayProcess, Json, cpu_seconds,
-                     gateway_command, gateway_env, machine_busy, rss_kb)
+from harness import (
+    RATE_LIMITS_OFF,
+    BenchError,
+    GatewayProcess,
+    Json,
+    cpu_seconds,
+    gateway_command,
+    gateway_env,
+    machine_busy,
+    rss_kb,
+)
 from janus_direct import JanusAdmin, admin_of
 from webinar_scenario import PROFILES, STREAM, now, video_track
 from whep_ttff_driver import NativeFeed, Workers

@@ -7,8 +7,8 @@ Pure functions over the driver's results (``per_hundred``, ``cores_between``,
 from __future__ import annotations
 
 import math
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
 
 from harness import Json, percentile
 
@@ -106,10 +106,10 @@ def analyse(results: Json) -> Json:
 
 def report(results: Json, a: Json) -> str:
     p = results["params"]
-    g, d = a.get("gateway"), a.get("direct")
-    lines = [f"webinar: profile {p['profile']}, N={p['viewers']}, K={p['egress']} egress nodes, "
-             f"{p['procs']} viewer processes, {p['rate']} joins/s, hold {p['hold']} s, "
-             f"{p['decoders']} decoding viewers"]
+    g, d = a["gateway"], a["direct"]
+    lines = [(f"webinar: profile {p['profile']}, N={p['viewers']}, K={p['egress']} egress nodes, "
+              f"{p['procs']} viewer processes, {p['rate']} joins/s, hold {p['hold']} s, "
+              f"{p['decoders']} decoding viewers")]
     rows = [("set-ups that succeeded (answer)", "answered", None),
             ("viewers receiving video", "receiving", None)]
     lines.append(f"{'':34}{'gateway':>10}{'direct':>10}{'ratio':>8}")
@@ -128,8 +128,8 @@ def report(results: Json, a: Json) -> str:
         lines.append(f"{label:34}{fmt(g[key] * 100, 1) + '%':>10}{fmt(d[key] * 100, 1) + '%':>10}")
     lines.append(f"{'viewers with >= 99% of packets':34}{g['at_99']:>10}{d['at_99']:>10}")
     lines.append(f"{'video packets sent in the hold':34}{g['sent_video']:>10}{d['sent_video']:>10}")
-    lines.append(f"{'viewers per egress node':34}{str(g['viewers_per_node']):>10} "
-                 f"{str(d['viewers_per_node'])}")
+    lines.append(f"{'viewers per egress node':34}{g['viewers_per_node']!s:>10} "
+                 f"{d['viewers_per_node']!s}")
     lines.append(f"{'glass-to-glass p50/p95 ms (n)':34}"
                  f"{fmt(g['g2g']['p50'])}/{fmt(g['g2g']['p95'])} ({g['g2g']['n']})   "
                  f"{fmt(d['g2g']['p50'])}/{fmt(d['g2g']['p95'])} ({d['g2g']['n']})")
@@ -215,8 +215,8 @@ def sizing_rows(us_per_packet: float, base_pct: float, packet_bytes: float,
 
 
 def sizing_table(rows: list[Json]) -> str:
-    out = ["| viewers | video Mbit/s | packets/s per viewer | egress Janus cores | egress Gbit/s | "
-           f"nodes ({NODE_CORES} cores, {NODE_GBPS:.0f} GbE, {HEADROOM:.0%} load) |",
+    out = [("| viewers | video Mbit/s | packets/s per viewer | egress Janus cores | egress Gbit/s | "
+            f"nodes ({NODE_CORES} cores, {NODE_GBPS:.0f} GbE, {HEADROOM:.0%} load) |"),
            "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         out.append(f"| {r['viewers']:,} | {r['mbps']} | {r['pps']:.0f} | {r['cores']:.1f} | "
@@ -253,7 +253,7 @@ def plot(results: Json, a: Json, path: Path) -> None:
         if name.startswith(("egress", "ingest", "gateway")):
             xs = [(b["t"] - t0) for b in samples[1:]]
             ys = [(b["cpu"][name] - a_["cpu"][name]) / (b["t"] - a_["t"])
-                  for a_, b in zip(samples, samples[1:])]
+                  for a_, b in pairwise(samples)]
             ax2.plot(xs, ys, label=name, lw=1)
     for side in results["sides"]:
         ax2.axvspan(side["t0"] - t0, side["hold"][1] - t0, alpha=0.08,

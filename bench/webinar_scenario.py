@@ -427,7 +427,7 @@ class Ramp:
 
     async def teardown(self) -> list[str]:
         timeout = self.cmd["request_timeout"]
-        calls = [self.http.delete(url) for url in self.sessions]
+        calls: list[Any] = [self.http.delete(url) for url in self.sessions]
         calls += [janus.detach(handle) for janus, handle in self.handles]
         outcomes = await asyncio.gather(*(asyncio.wait_for(c, timeout) for c in calls),
                                         return_exceptions=True)
@@ -443,7 +443,7 @@ class Ramp:
 def worker_main(conn: Any, index: int) -> None:
     """A viewer process: ramps on command, each in a fresh event loop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # ~3 sockets per viewer
     install_counting_receivers()
     while True:
@@ -455,7 +455,7 @@ def worker_main(conn: Any, index: int) -> None:
             return
         try:
             result = asyncio.run(Ramp(cmd).run(conn))
-        except BaseException as exc:  # report it; the main process decides
+        except BaseException as exc:  # noqa: BLE001 - report it; the main process decides
             result = {"phase": "error", "error": f"worker {index}: {exc!r}"}
         try:
             conn.send(result)

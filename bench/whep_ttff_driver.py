@@ -22,12 +22,20 @@ from typing import Any
 from urllib.parse import urljoin
 
 import httpx
-from harness import (STREAMING, VIDEOROOM, BenchError, CpuMeter, GatewayProcess, Json, machine_busy,
-                     percentile, start_on_janus)
+from harness import (
+    STREAMING,
+    VIDEOROOM,
+    BenchError,
+    CpuMeter,
+    GatewayProcess,
+    Json,
+    machine_busy,
+    percentile,
+    start_on_janus,
+)
 from janus_direct import JanusAdmin, admin_of
 from whep_ttff_report import fmt
 from whep_ttff_scenario import STREAM, Viewer, ViewerRecord, now, recv, worker_main
-
 
 # --------------------------------------------------------------------------
 # processes: the gateway, the workers; Janus's admin API

@@ -11,9 +11,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from webinar_report import fit_costs, per_hundred, sizing_rows  # noqa: E402
-from webinar_scenario import (STAMP_MOD, bits_stamp, draw_stamp, read_stamp,  # noqa: E402
-                              stamp_age_ms, stamp_bits)
+from webinar_report import fit_costs, per_hundred, sizing_rows
+from webinar_scenario import (
+    STAMP_MOD,
+    bits_stamp,
+    draw_stamp,
+    read_stamp,
+    stamp_age_ms,
+    stamp_bits,
+)
 
 
 def test_per_hundred_blocks_in_join_order() -> None:
