@@ -22,12 +22,20 @@ from typing import Any
 from urllib.parse import urljoin
 
 import httpx
-from harness import (STREAMING, VIDEOROOM, BenchError, CpuMeter, GatewayProcess, Json, machine_busy,
-                     percentile, start_on_janus)
+from harness import (
+    STREAMING,
+    VIDEOROOM,
+    BenchError,
+    CpuMeter,
+    GatewayProcess,
+    Json,
+    machine_busy,
+    percentile,
+    start_on_janus,
+)
 from janus_direct import JanusAdmin, admin_of
 from whep_ttff_report import fmt
 from whep_ttff_scenario import STREAM, Viewer, ViewerRecord, now, recv, worker_main
-
 
 # --------------------------------------------------------------------------
 # processes: the gateway, the workers; Janus's admin API
@@ -49,6 +57,10 @@ class NativeFeed:
 
     admin: JanusAdmin
     bufferkf: bool = False
+    # The mountpoint's node when it is not the room's (bench/webinar.py's egress
+    # nodes), and the kinds it carries.
+    egress: JanusAdmin | None = None
+    kinds: tuple[str, ...] = ("audio", "video")
     room: int = 0
     publisher_id: int = 0
     mountpoint: int = 0
@@ -72,14 +84,14 @@ class NativeFeed:
         for _ in range(5):
             mountpoint = secrets.randbits(52) or 1
             try:
-                reply = self.admin.plugin(STREAMING, {
+                media = {
+                    "audio": {"type": "audio", "mid": "a", "port": 0, "pt": 111, "codec": "opus"},
+                    "video": {"type": "video", "mid": "v", "port": 0, "rtcpport": 0, "pt": 96,
+                              "codec": "vp8", **({"bufferkf": True} if self.bufferkf else {})}}
+                reply = self.streaming.plugin(STREAMING, {
                     "request": "create", "type": "rtp", "id": mountpoint, "permanent": False,
-                    "is_private": True, "description": "whep_ttff native",
-                    "media": [
-                        {"type": "audio", "mid": "a", "port": 0, "pt": 111, "codec": "opus"},
-                        {"type": "video", "mid": "v", "port": 0, "rtcpport": 0, "pt": 96,
-                         "codec": "vp8", **({"bufferkf": True} if self.bufferkf else {})},
-                    ]})
+                    "is_private": True, "description": "bench native",
+                    "media": [media[k] for k in self.kinds]})
                 break
             except BenchError as exc:
                 if "456" not in str(exc):
@@ -90,19 +102,26 @@ class NativeFeed:
         ports = {p.get("mid"): p for p in (reply.get("stream") or {}).get("ports", [])}
         self.setup_ms["mountpoint_create"] = (now() - t) * 1000
         t = now()
-        streams = [{"mid": mids["audio"], "port": int(ports["a"]["port"])},
-                   {"mid": mids["video"], "port": int(ports["v"]["port"]),
-                    "rtcp_port": int(ports["v"]["rtcp_port"])}]
+        streams = []
+        if "audio" in self.kinds:
+            streams.append({"mid": mids["audio"], "port": int(ports["a"]["port"])})
+        if "video" in self.kinds:
+            streams.append({"mid": mids["video"], "port": int(ports["v"]["port"]),
+                            "rtcp_port": int(ports["v"]["rtcp_port"])})
         reply = self.admin.plugin(VIDEOROOM, {
             "request": "rtp_forward", "room": self.room, "publisher_id": self.publisher_id,
             "host": "127.0.0.1", "streams": streams})
         self.forwarders = [int(f["stream_id"]) for f in reply.get("forwarders", [])]
         self.setup_ms["rtp_forward"] = (now() - t) * 1000
-        if len(self.forwarders) != 2:
+        if len(self.forwarders) != len(self.kinds):
             raise BenchError(f"rtp_forward made {reply.get('forwarders')}")
 
+    @property
+    def streaming(self) -> JanusAdmin:
+        return self.egress or self.admin
+
     def age_ms(self) -> Json:
-        info = self.admin.plugin(STREAMING, {"request": "info", "id": self.mountpoint})
+        info = self.streaming.plugin(STREAMING, {"request": "info", "id": self.mountpoint})
         return {m.get("mid"): m.get("age_ms") for m in (info.get("info") or {}).get("media", [])}
 
     def destroy(self) -> list[str]:
@@ -117,7 +136,7 @@ class NativeFeed:
         self.forwarders = []
         if self.mountpoint:
             try:
-                self.admin.plugin(STREAMING, {"request": "destroy", "id": self.mountpoint,
+                self.streaming.plugin(STREAMING, {"request": "destroy", "id": self.mountpoint,
                                               "permanent": False})
             except Exception as exc:
                 errors.append(f"destroy mountpoint: {exc!r}")
@@ -126,14 +145,17 @@ class NativeFeed:
 
 
 class Workers:
-    def __init__(self, count: int) -> None:
+    """Viewer processes, each running ``target(conn, index)`` (whep_ttff's by default;
+    bench/webinar.py passes its own)."""
+
+    def __init__(self, count: int, target: Any = worker_main, name: str = "whep-ttff-worker") -> None:
         ctx = multiprocessing.get_context("spawn")  # fresh interpreters; the netns is inherited
         self.conns = []
         self.procs = []
         for index in range(count):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=worker_main, args=(child, index), daemon=True,
-                               name=f"whep-ttff-worker-{index}")
+            proc = ctx.Process(target=target, args=(child, index), daemon=True,
+                               name=f"{name}-{index}")
             proc.start()
             child.close()
             self.conns.append(parent)
