@@ -29,6 +29,8 @@ from gateway.http.logredact import install_log_redaction
 from gateway.http.problems import gateway_error_handler, http_error_handler, unexpected_error_handler
 from gateway.http.forwarded import ForwardedMiddleware, TrustedProxies, parse_networks
 from gateway.http.ratelimit import RateLimitMiddleware, RateLimits
+from gateway.core.cluster import Cluster, ClusterPolicy, replica_url
+from gateway.http.replicas import ReplicaRouter
 
 
 async def list_streams(request: Request) -> JSONResponse:
@@ -43,6 +45,15 @@ async def list_streams(request: Request) -> JSONResponse:
     registry: StreamRegistry = request.app.state.streams
     egress: Egress = request.app.state.egress
     streams: dict[str, dict[str, object]] = {}
+    cluster: Cluster | None = request.app.state.cluster
+    if cluster is not None:  # every replica's streams, from their records
+        for name, summary in (await cluster.listing()).items():
+            shared: dict[str, object] = {"live": bool(summary["live"])}
+            if settings.public_listing == "details":
+                shared["viewers"] = summary["viewers"]
+                shared["publisher"] = summary["publisher"]
+            streams[name] = shared
+        return JSONResponse({"streams": streams})
     for name, s in registry.streams().items():
         entry: dict[str, object] = {"live": s.state.value == "live"}
         if settings.public_listing == "details":
@@ -103,17 +114,29 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     )
 
     rate_limits = RateLimits.from_settings(settings)
+    cluster = None
+    if settings.redis_url:  # replicas sharing their sessions (core.cluster)
+        cluster = Cluster(ClusterPolicy(
+            redis_url=settings.redis_url, namespace=settings.instance_name,
+            url=replica_url(settings.host, settings.port, settings.replica_url),
+            lease=settings.replica_lease), backend.pool, ingest, egress)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if cluster is not None:
+            await cluster.start()  # registered first: the nodes' reapers ask what others hold
         await backend.start()
         egress.start()
+        if cluster is not None:
+            cluster.run()
         try:
             yield
         finally:
             await egress.close()
             await ingest.close()
             await egress.settled()
+            if cluster is not None:
+                await cluster.close()
             await backend.close()
             await rate_limits.close()
 
@@ -142,6 +165,7 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
                                 "Retry-After", "WWW-Authenticate"],
             ),
             Middleware(RateLimitMiddleware, limits=rate_limits),
+            *([Middleware(ReplicaRouter, cluster=cluster)] if cluster is not None else []),
         ],
         exception_handlers={
             GatewayError: gateway_error_handler,
@@ -156,5 +180,6 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
     app.state.ingest = ingest
     app.state.egress = egress
     app.state.rate_limits = rate_limits
+    app.state.cluster = cluster
     install_log_redaction()
     return app

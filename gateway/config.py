@@ -197,6 +197,20 @@ class Settings(BaseSettings):
     )
     tls_key: Path | None = Field(None, description="PEM private key for tls_cert")
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
+    redis_url: str | None = Field(
+        None, description="redis://host:port/db: run as one of several gateway replicas that "
+        "share their sessions there (any replica answers for any session, and takes over a dead "
+        "one's). Unset: one process, state in memory",
+    )
+    replica_url: str | None = Field(
+        None, description="with redis_url: the URL the other replicas reach this one at "
+        "(default http://host:port; set it when host is 0.0.0.0)",
+    )
+    replica_lease: float = Field(
+        6.0, ge=1.0, le=30.0, description="with redis_url: seconds a replica's lease lasts; it "
+        "renews it every third of that, and another replica takes its sessions over once it "
+        "lapses (well within Janus's session_timeout)",
+    )
     instance_name: str = Field(
         "whip-gateway", pattern=r"^[A-Za-z0-9_.-]{1,64}$",
         description="tag on everything this gateway makes in Janus; at start it frees what "
@@ -287,6 +301,25 @@ class Settings(BaseSettings):
         schemes = ("memory://", "redis://", "rediss://", "redis+unix://")
         if not value.startswith(schemes):
             raise ValueError(f"{value!r}: use one of {', '.join(schemes)}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        if value:
+            schemes = ("redis://", "rediss://", "redis+unix://", "unix://")
+            if not value.startswith(schemes):
+                raise ValueError(f"{value!r}: use one of {', '.join(schemes)}")
+        return value or None
+
+    @field_validator("replica_url")
+    @classmethod
+    def _replica_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{value!r} is not an http(s) URL")
+            return value.rstrip("/")
         return value
 
     @field_validator("video_codecs", "audio_codecs")

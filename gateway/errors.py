@@ -205,3 +205,12 @@ class MediaServerRejected(GatewayError):
 
     status = 502
     title = "Media server rejected the request"
+
+
+class ReplicaUnavailable(GatewayError):
+    """The replica that holds the session is not answering, and its lease has
+    not lapsed yet, so no other replica may take its sessions over."""
+
+    status = 503
+    title = "Gateway replica unavailable"
+    retry_after_default = 2

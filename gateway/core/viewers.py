@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Coroutine
+from typing import Any, Callable, Coroutine
 
 from gateway.core.streams import new_etag, new_resource_id
 from gateway.janus.node import JanusNode
@@ -94,12 +94,20 @@ class ViewerBook:
 
     def __init__(self) -> None:
         self._by_id: dict[str, ViewerSession] = {}
+        # Told the stream of a viewer that came or went (replicas write it down).
+        self.listeners: list[Callable[[str], None]] = []
 
     def add(self, session: ViewerSession) -> None:
         self._by_id[session.id] = session
+        self._changed(session.stream)
 
     def remove(self, session: ViewerSession) -> None:
-        self._by_id.pop(session.id, None)
+        if self._by_id.pop(session.id, None) is not None:
+            self._changed(session.stream)
+
+    def _changed(self, stream: str) -> None:
+        for listener in self.listeners:
+            listener(stream)
 
     def get(self, session_id: str) -> ViewerSession | None:
         return self._by_id.get(session_id)

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import urlsplit
 
 from gateway.janus.admin import JanusAdmin
-from gateway.janus.reaper import reap
+from gateway.janus.reaper import Held, reap
 from gateway.janus.client import JanusClient, JanusHandle, JanusSession, JanusUnreachable, with_admin_key
 
 CONTROL_PLUGINS = ("janus.plugin.videoroom", "janus.plugin.streaming")
@@ -66,6 +66,8 @@ class JanusNode:
         self._observers: list[NodeObserver] = []
         self._reconnect: asyncio.Task[None] | None = None
         self._closing = False
+        # Replicas (core.cluster): what the others hold here, which the reaper must spare.
+        self.held_elsewhere: Callable[[], Awaitable[Held]] | None = None
 
     @property
     def healthy(self) -> bool:
@@ -95,8 +97,9 @@ class JanusNode:
             # does not pay an attach and a detach.
             self._controls = {p: await session.attach(p, opaque_id=self.tag) for p in CONTROL_PLUGINS}
             if self.admin is not None:
+                keep = await self.held_elsewhere() if self.held_elsewhere is not None else None
                 await reap(self.admin, tag=self.tag, keep_session=session.id,
-                           plugin_admin_key=self.plugin_admin_key)
+                           plugin_admin_key=self.plugin_admin_key, keep=keep)
         except BaseException:
             await session.destroy()
             raise
