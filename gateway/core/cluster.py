@@ -50,9 +50,14 @@ from gateway.core.ingest import Ingest
 from gateway.core.placement import NodePool
 from gateway.core.streams import PublisherChange, PublisherSession
 from gateway.errors import ReplicaUnavailable
-from gateway.janus.client import JanusSession, JanusUnreachable
 from gateway.janus.reaper import Held
-from gateway.janus.takeover import AdoptedSession, adopt_session, destroy_lost_room, node_sessions
+from gateway.janus.takeover import (
+    AdoptedSession,
+    Sessions,
+    adopt_session,
+    destroy_lost_room,
+    node_sessions,
+)
 
 log = logging.getLogger(__name__)
 
@@ -294,18 +299,15 @@ class Cluster:
         nodes = {n.name: n for n in self.pool.nodes}
         entries = json.loads(await self.redis.get(self._key("janus", dead)) or "[]")
         mine = {s.id for s in self._adopted} | {n.session.id for n in self.pool.nodes if n.session}
-        sessions: dict[int, JanusSession] = {}
+        sessions: Sessions = {}
         adopted: list[AdoptedSession] = []
         for entry in entries:
             node, session_id = nodes.get(entry["node"]), int(entry["session"])
             if node is None or session_id in mine:
                 continue
-            try:
-                session = await adopt_session(node, session_id,
-                                              keepalive_interval=max(1.0, self.policy.lease / 2))
-            except JanusUnreachable as exc:
-                log.warning("replica %s: janus session %s on %s not taken over: %s", dead,
-                            session_id, node.name, exc)
+            session = await adopt_session(node, session_id,
+                                          keepalive_interval=max(1.0, self.policy.lease / 2))
+            if session is None:
                 continue
             sessions[session_id] = session
             adopted.append(session)

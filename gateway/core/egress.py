@@ -224,6 +224,7 @@ class Egress:
         if session.timer is not None:
             session.timer.cancel()
             session.timer = None
+        self.viewers.changed(session.stream)  # replicas write it down: no connect timer on takeover
 
     def node_down(self, node: JanusNode) -> None:
         for viewer in [v for v in self.viewers.all() if v.egress.node is node]:

@@ -25,7 +25,6 @@ from gateway.core.ingest import Ingest
 from gateway.core.streams import PublisherSession, PublisherState
 from gateway.core.viewers import StreamEgress, Variant, ViewerMode, ViewerSession
 from gateway.janus import takeover
-from gateway.janus.client import JanusSession
 from gateway.janus.node import JanusNode
 from gateway.janus.peer import PeerObserver
 from gateway.sdp import bridge as sdp_bridge
@@ -121,7 +120,7 @@ class Restored:
         self.lost_rooms: list[tuple[JanusNode, int]] = []
 
 
-def restore(record: Record, nodes: dict[str, JanusNode], sessions: dict[int, JanusSession],
+def restore(record: Record, nodes: dict[str, JanusNode], sessions: takeover.Sessions,
             ingest: Ingest, egress: Egress) -> Restored:
     """Rebuild a stream another replica owned, on the Janus sessions now ours.
 
@@ -190,7 +189,7 @@ def restore(record: Record, nodes: dict[str, JanusNode], sessions: dict[int, Jan
     return out
 
 
-def _restore_viewer(v: Record, stream: str, node: JanusNode, session: JanusSession,
+def _restore_viewer(v: Record, stream: str, node: JanusNode, session: takeover.Session,
                     stream_egress: StreamEgress, variant: Variant, egress: Egress) -> ViewerSession:
     bridged = v.get("bridged")
 

@@ -105,6 +105,10 @@ class ViewerBook:
         if self._by_id.pop(session.id, None) is not None:
             self._changed(session.stream)
 
+    def changed(self, stream: str) -> None:
+        """A viewer of ``stream`` changed in place (it connected)."""
+        self._changed(stream)
+
     def _changed(self, stream: str) -> None:
         for listener in self.listeners:
             listener(stream)

@@ -30,6 +30,8 @@ from gateway.janus.videoroom import VIDEOROOM, PublishedStream, RoomPublisher, _
 log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
+Session = JanusSession
+Sessions = dict[int, JanusSession]  # the Janus sessions a takeover may rebuild handles in
 
 
 class AdoptedSession(JanusSession):
@@ -94,14 +96,16 @@ class AdoptedSession(JanusSession):
 
 
 async def adopt_session(node: JanusNode, session_id: int, *,
-                        keepalive_interval: float = 5.0) -> AdoptedSession:
-    """Start polling and keeping alive ``session_id`` on ``node``.
-
-    Raises ``JanusSessionLost`` when Janus no longer has the session, and
-    ``JanusUnreachable`` when the node does not answer.
-    """
+                        keepalive_interval: float = 5.0) -> AdoptedSession | None:
+    """Start polling and keeping alive ``session_id`` on ``node``; None when
+    Janus no longer has the session (it timed out) or does not answer."""
     session = AdoptedSession(node, session_id, keepalive_interval)
-    await session.keepalive(node.probe_timeout * 4)
+    try:
+        await session.keepalive(node.probe_timeout * 4)
+    except JanusUnreachable as exc:  # JanusSessionLost included
+        log.warning("janus node %s: session %s cannot be taken over: %s", node.name,
+                    session_id, exc)
+        return None
     session.start()
     log.info("janus node %s: took over session %s", node.name, session_id)
     return session

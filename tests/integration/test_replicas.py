@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator
 
 import httpx
 import pytest
@@ -26,23 +26,13 @@ from gateway.clients.whip import WhipSession
 from gateway.janus.process import ManagedJanus, free_port
 from gateway.sdp import model as sdp
 from tests.conftest import Leaks, RunningGateway, janus_settings
-from tests.integration.test_whep import SSE_REL, read_events, watch
+from tests.integration.test_whep import read_events, watch
 from tests.integration.test_whip import wait_stream
 from tests.publishers import aiortc_publisher, answer, wait_connected
-from tests.redis_server import redis_server
 from tests.viewers import aiortc_viewer
 
 SDPFRAG = "application/trickle-ice-sdpfrag"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    try:
-        with redis_server() as url:
-            yield url
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
 
 
 @dataclass
@@ -190,6 +180,19 @@ async def test_replicas_share_sessions_and_take_over_a_killed_one(
         listed = (await streams_on(http, b))["show"]
         assert listed["live"] is True and listed["viewers"] == 1, listed
         assert await janus_handles(leaks) == handles_before, "the takeover changed Janus's handles"
+
+        # B carries the stream on: a new viewer, counted on the event stream A had opened.
+        reader = asyncio.ensure_future(read_events(
+            http, events_on_b, 5, timeout=20, until=lambda e: e == ("viewercount", {"viewercount": 2})))
+        second, second_frames = await aiortc_viewer()
+        try:
+            r = await watch(http, b.gw.whep("show"), second)
+            assert r.status_code == 201, r.text
+            await second_frames.wait(5)
+            assert (await asyncio.wait_for(reader, 20))[-1] == ("viewercount", {"viewercount": 2})
+            assert (await http.delete(r.headers["location"])).status_code == 200
+        finally:
+            await second.close()
 
         # A restarted replica reaps nothing of what B took over.
         a2 = await replicas.start()

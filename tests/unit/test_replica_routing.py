@@ -1,0 +1,38 @@
+"""Which requests a replica forwards to the stream's owner (``gateway.http.replicas``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.config import load_settings
+from gateway.core.cluster import replica_url
+from gateway.http.replicas import routed
+
+
+@pytest.mark.parametrize(("method", "path", "expected"), [
+    ("POST", "/whip/show", ("show", True)),  # a new publisher claims an unowned stream
+    ("POST", "/whep/show", ("show", False)),  # a viewer goes where the publisher is
+    ("PATCH", "/whip/show/abc", ("show", False)),
+    ("DELETE", "/whep/show/abc", ("show", False)),
+    ("HEAD", "/whep/show/abc", ("show", False)),
+    ("GET", "/whep/show/abc/sse/def", ("show", False)),
+    ("POST", "/whep/show/abc/layer", ("show", False)),
+    ("OPTIONS", "/whip/show/abc", None),  # preflights hold no state
+    ("GET", "/whep/show", None),
+    ("HEAD", "/whip/show", None),
+    ("POST", "/whip/bad name", None),  # the app answers 400 itself
+    ("GET", "/api/streams", None),
+    ("GET", "/", None),
+])
+def test_routed(method: str, path: str, expected: tuple[str, bool] | None) -> None:
+    assert routed({"type": "http", "method": method, "path": path}) == expected
+
+
+def test_replica_url_and_settings() -> None:
+    assert replica_url("127.0.0.1", 8080, None) == "http://127.0.0.1:8080"
+    assert replica_url("0.0.0.0", 8080, "http://gw-1:8080") == "http://gw-1:8080"
+    assert load_settings().redis_url is None  # the embedded default: no replicas
+    settings = load_settings(redis_url="redis://127.0.0.1:6379/0", replica_url="http://gw-1:8080/")
+    assert settings.replica_url == "http://gw-1:8080"
+    with pytest.raises(ValueError):
+        load_settings(redis_url="http://nope")
