@@ -108,6 +108,18 @@ async def streams_on(http: httpx.AsyncClient, replica: Replica) -> dict:
     return (await http.get(f"{replica.url}/api/streams")).json()["streams"]
 
 
+async def wait_listed(http: httpx.AsyncClient, replica: Replica, stream: str, viewers: int) -> dict:
+    """/api/streams on ``replica`` until it shows the stream live with ``viewers``
+    (records are written just after the request that changed them)."""
+    deadline = time.monotonic() + 10
+    while True:
+        listed = (await streams_on(http, replica)).get(stream)
+        if listed is not None and listed["live"] is True and listed["viewers"] == viewers:
+            return listed
+        assert time.monotonic() < deadline, listed
+        await asyncio.sleep(0.1)
+
+
 async def janus_handles(leaks: Leaks) -> int:
     return sum(len(h) for h in (await leaks.admin.all_handles()).values())
 
@@ -153,10 +165,21 @@ async def test_replicas_share_sessions_and_take_over_a_killed_one(
         events = await read_events(http, events_on_b, 2)
         assert ("active", {}) in events and ("viewercount", {"viewercount": 1}) in events
 
+        # Layer selection and DELETE, forwarded too (a second viewer comes and goes).
+        assert (await http.post(f"{viewer_url}/layer", json={})).status_code == 200
+        brief, _ = await aiortc_viewer()
+        try:
+            r = await watch(http, b.gw.whep("show"), brief)
+            assert r.status_code == 201, r.text
+            assert (await http.delete(r.headers["location"])).status_code == 200
+            assert (await http.delete(a.on(r.headers["location"]))).status_code == 404
+        finally:
+            await brief.close()
+
         # /api/streams on either replica shows the stream, live, with its viewer.
         for replica in (a, b):
-            listed = (await streams_on(http, replica))["show"]
-            assert listed["live"] is True and listed["viewers"] == 1, listed
+            listed = await wait_listed(http, replica, "show", 1)
+            assert listed["publisher"]["codecs"]["video"] == "vp8"
 
         # A dies mid-stream.
         handles_before = await janus_handles(leaks)
@@ -177,8 +200,7 @@ async def test_replicas_share_sessions_and_take_over_a_killed_one(
         print(f"takeover after {took:.1f} s; frames: {frames_at_kill} at the kill, "
               f"{frames.count} now")
         assert (await http.head(viewer_url)).status_code == 204
-        listed = (await streams_on(http, b))["show"]
-        assert listed["live"] is True and listed["viewers"] == 1, listed
+        await wait_listed(http, b, "show", 1)
         assert await janus_handles(leaks) == handles_before, "the takeover changed Janus's handles"
 
         # B carries the stream on: a new viewer, counted on the event stream A had opened.
@@ -198,7 +220,7 @@ async def test_replicas_share_sessions_and_take_over_a_killed_one(
         a2 = await replicas.start()
         await frames.wait(frames.count + 30, timeout=15)
         assert (await http.head(a2.on(viewer_url))).status_code == 204
-        assert (await streams_on(http, a2))["show"]["viewers"] == 1
+        await wait_listed(http, a2, "show", 1)
 
         # The sessions end on B through their old URLs.
         assert (await http.delete(viewer_url)).status_code == 200
