@@ -132,12 +132,16 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
         try:
             yield
         finally:
-            await egress.close()
-            await ingest.close()
-            await egress.settled()
-            if cluster is not None:
-                await cluster.close()
-            await backend.close()
+            # A replica with live peers hands its sessions over instead of ending them.
+            if cluster is None or not await cluster.hand_over():
+                if cluster is not None:
+                    await cluster.absorb()
+                await egress.close()
+                await ingest.close()
+                await egress.settled()
+                if cluster is not None:
+                    await cluster.close()
+                await backend.close()
             await rate_limits.close()
 
     app = Starlette(

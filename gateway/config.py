@@ -246,6 +246,13 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _replicas_share_janus(self) -> "Settings":
+        if self.redis_url and not self.janus:
+            raise ValueError("redis_url (replicas) needs Janus nodes that every replica "
+                             "reaches (janus = [...]): a replica's managed Janus dies with it")
+        return self
+
+    @model_validator(mode="after")
     def _tls_pair(self) -> "Settings":
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")

@@ -169,6 +169,45 @@ class Cluster:
             log.warning("replica %s: could not unregister: %r", self.id, exc)
         await self.redis.aclose()
 
+    async def hand_over(self) -> bool:
+        """Stop without ending anything, when another replica is alive to take
+        this one's sessions over (a rolling restart): records written, Janus
+        sessions left polling-free, the lease dropped so the takeover starts at
+        the other replica's next renewal.  False (nothing done) when no other
+        replica is alive: then this one ends its sessions, as a single gateway does."""
+        try:
+            others = [r for r in await self.redis.smembers(self._key("replicas"))
+                      if r != self.id and await self.redis.exists(self._key("replica", r))]
+        except Exception as exc:
+            log.warning("replica %s: shared state unreachable at stop: %r", self.id, exc)
+            return False
+        if not others:
+            return False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._takeovers.values(), return_exceptions=True)
+        await self.egress.events.stop()
+        await self._flush(self._local_streams())
+        await self._renew()  # our Janus sessions, as they are now
+        for node in self.pool.nodes:
+            await node.release()
+        for session in self._adopted:
+            await session.release()
+        await self.redis.delete(self._key("replica", self.id))
+        await self.redis.aclose()
+        log.warning("replica %s stopped; its sessions are handed over to the other replicas",
+                    self.id)
+        return True
+
+    async def absorb(self) -> None:
+        """Before the last replica ends its sessions: take over what replicas that
+        stopped (or died) just before left, so that it ends with ours."""
+        try:
+            await self._watch_replicas()
+            await asyncio.gather(*self._takeovers.values(), return_exceptions=True)
+        except Exception as exc:
+            log.warning("replica %s: could not take the others over at stop: %r", self.id, exc)
+
     # -- what the domain tells us ------------------------------------------------------
 
     def touch(self, stream: str) -> None:
@@ -200,6 +239,10 @@ class Cluster:
             if url is not None:
                 return str(url)
             await self.take_over(owner)
+            if not await self.redis.sismember(self._key("replicas"), owner):
+                # Taken over, yet still named: it claimed the stream and died before
+                # writing anything down.  Nothing is left of it; the stream is ours.
+                await self._transfer(keys=[self._key("owner", stream)], args=[owner, self.id])
         owner = await self.redis.get(self._key("owner", stream))
         if owner is None or owner == self.id:
             return None
@@ -278,21 +321,30 @@ class Cluster:
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def _watch_replicas(self) -> None:
+        """Start taking over every replica whose lease lapsed; the lease loop does
+        not wait for it (a long takeover must not let our own lease lapse)."""
         for replica in await self.redis.smembers(self._key("replicas")):
             if replica != self.id and not await self.redis.exists(self._key("replica", replica)):
-                await self.take_over(replica)
+                await self._start_takeover(replica)
 
     async def take_over(self, replica: str) -> None:
-        """Take a replica whose lease lapsed over, unless another replica does."""
+        """Take a replica whose lease lapsed over, unless another replica does;
+        returns once done (or at once, if another replica claimed it)."""
+        task = await self._start_takeover(replica)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def _start_takeover(self, replica: str) -> asyncio.Task[None] | None:
         task = self._takeovers.get(replica)
         if task is None or task.done():
             claimed = await self.redis.set(self._key("heir", replica), self.id, nx=True,
                                            ex=TAKEOVER_CLAIM)
             if not claimed:
-                return
+                return None
             task = asyncio.create_task(self._take_over(replica), name=f"takeover-{replica}")
+            task.add_done_callback(_log_failure)
             self._takeovers[replica] = task
-        await asyncio.shield(task)
+        return task
 
     async def _take_over(self, dead: str) -> None:
         began = time.monotonic()
@@ -393,6 +445,11 @@ class Cluster:
                 owner = await self._write(keys=keys, args=[self.id, json.dumps(record), stream])
                 if owner:
                     log.error("stream %s: held here but owned by replica %s", stream, owner)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("takeover failed: %r", task.exception())
 
 
 def replica_url(host: str, port: int, configured: str | None) -> str:

@@ -171,6 +171,19 @@ class JanusNode:
             except Exception:
                 log.exception("janus node %s: reconnect failed", self.name)
 
+    async def release(self) -> None:
+        """Stop using the node but leave our Janus session, and every handle in
+        it, as it is: another gateway replica takes it over (``core.cluster``)."""
+        self._closing = True
+        for task in (self._reconnect, self._probe):
+            if task is not None:
+                task.cancel()
+        if self.session is not None:
+            await self.session.stop_polling()
+        await self.client.close()
+        if self.admin is not None:
+            await self.admin.close()
+
     async def close(self) -> None:
         self._closing = True
         for task in (self._reconnect, self._probe):

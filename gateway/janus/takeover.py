@@ -89,10 +89,10 @@ class AdoptedSession(JanusSession):
     async def release(self) -> None:
         """Stop polling without destroying the session (this replica is stopping
         and another one takes the session over)."""
-        for task in (self._keeper, self._pump):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
+        await self.stop_polling()
 
 
 async def adopt_session(node: JanusNode, session_id: int, *,

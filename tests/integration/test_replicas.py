@@ -231,3 +231,37 @@ async def test_replicas_share_sessions_and_take_over_a_killed_one(
         await pc.close()
     replicas.stop()
     await leaks.assert_nothing()
+
+
+async def test_a_stopped_replica_hands_its_sessions_over(
+    replicas: Replicas, http: httpx.AsyncClient, leaks: Leaks
+) -> None:
+    """SIGTERM (a rolling restart) with another replica alive: the sessions are
+    handed over, not ended; the last replica to stop ends them."""
+    a, b = await replicas.start(), await replicas.start()
+    pc = await aiortc_publisher()
+    whip = WhipSession(a.gw.whip("talk"), http=http)
+    viewer, frames = await aiortc_viewer()
+    try:
+        assert (await whip.post_offer(pc.localDescription.sdp)).status_code == 201
+        await answer(pc, whip)
+        await wait_stream(http, a.gw, "talk", live=True)
+        r = await watch(http, a.gw.whep("talk"), viewer)
+        assert r.status_code == 201, r.text
+        await frames.wait(10)
+        assert whip.location is not None
+        a.stop()
+        await frames.wait(frames.count + 30, timeout=15)
+        deadline = time.monotonic() + 30
+        while (status := (await http.head(b.on(r.headers["location"]))).status_code) != 204:
+            assert status == 503 and time.monotonic() < deadline, status
+            await asyncio.sleep(0.2)
+        await wait_listed(http, b, "talk", 1)
+        await frames.wait(frames.count + 30, timeout=15)
+        assert (await http.delete(b.on(whip.location))).status_code == 200
+        whip.location = None
+    finally:
+        await viewer.close()
+        await pc.close()
+    replicas.stop()
+    await leaks.assert_nothing()

@@ -32,7 +32,11 @@ def test_replica_url_and_settings() -> None:
     assert replica_url("127.0.0.1", 8080, None) == "http://127.0.0.1:8080"
     assert replica_url("0.0.0.0", 8080, "http://gw-1:8080") == "http://gw-1:8080"
     assert load_settings().redis_url is None  # the embedded default: no replicas
-    settings = load_settings(redis_url="redis://127.0.0.1:6379/0", replica_url="http://gw-1:8080/")
+    janus = [{"url": "http://127.0.0.1:8088/janus"}]
+    settings = load_settings(redis_url="redis://127.0.0.1:6379/0", replica_url="http://gw-1:8080/",
+                             janus=janus)
     assert settings.replica_url == "http://gw-1:8080"
-    with pytest.raises(ValueError):
-        load_settings(redis_url="http://nope")
+    with pytest.raises(ValueError, match="redis_url"):
+        load_settings(redis_url="http://nope", janus=janus)
+    with pytest.raises(ValueError, match="needs Janus nodes"):  # a managed Janus dies with its replica
+        load_settings(redis_url="redis://127.0.0.1:6379/0")
