@@ -20,7 +20,7 @@ replica is forwarded to the owner over HTTP (``gateway.http.replicas``):
   never on media.
 
 Each stream's record (``core.records``) is rewritten when its sessions
-change and at every renewal, so ``/api/streams`` on any replica shows
+change, so ``/api/streams`` on any replica shows
 every stream.  When a replica's lease lapses (it was killed), the first
 replica that notices claims it (``SET NX``), adopts its Janus sessions
 (event pump and keepalives on the same session ids, ``janus.takeover``),
@@ -122,6 +122,7 @@ class Cluster:
         self.secret = ""  # shared by the replicas: marks a request one of them forwarded
         self.in_flight: Counter[str] = Counter()  # local requests per stream
         self._adopted: list[AdoptedSession] = []
+        self._restoring: set[int] = set()  # adopted, handles not rebuilt yet: not empty
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -311,9 +312,6 @@ class Cluster:
                 await self._renew()
                 await self._forget_empty_sessions()
                 await self._watch_replicas()
-                for stream in self._local_streams():
-                    self._dirty.add(stream)
-                self._wake.set()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -368,6 +366,17 @@ class Cluster:
         # Written down before any stream moves, so a replica that dies now is
         # taken over with these sessions.
         self._adopted += adopted
+        self._restoring |= {s.id for s in adopted}
+        try:
+            streams = await self._take_streams(dead, nodes, sessions)
+        finally:
+            self._restoring -= {s.id for s in adopted}
+        await self.redis.delete(self._key("janus", dead))
+        await self.redis.srem(self._key("replicas"), dead)
+        log.warning("replica %s took over replica %s: %d Janus session(s), %d stream(s) in %.2f s",
+                    self.id, dead, len(adopted), streams, time.monotonic() - began)
+
+    async def _take_streams(self, dead: str, nodes: dict[str, Any], sessions: Sessions) -> int:
         await self._renew()
         streams = 0
         for name in await self._streams_of(dead):
@@ -385,10 +394,7 @@ class Cluster:
                         await destroy_lost_room(node, room)
                     streams += 1
             self.touch(name)
-        await self.redis.delete(self._key("janus", dead))
-        await self.redis.srem(self._key("replicas"), dead)
-        log.warning("replica %s took over replica %s: %d Janus session(s), %d stream(s) in %.2f s",
-                    self.id, dead, len(adopted), streams, time.monotonic() - began)
+        return streams
 
     async def _streams_of(self, replica: str) -> list[str]:
         names = sorted(await self.redis.smembers(self._key("streams")))
@@ -403,14 +409,14 @@ class Cluster:
     async def _forget_empty_sessions(self) -> None:
         """An adopted Janus session whose publishers and viewers all ended is destroyed
         (with the dead replica's two control handles still in it)."""
-        keep = []
-        for session in self._adopted:
-            if session.alive and not session.handles:
+        gone = [s for s in self._adopted
+                if s.id not in self._restoring and (not s.alive or not s.handles)]
+        # Dropped from the list first: a takeover may add to it while we await.
+        self._adopted = [s for s in self._adopted if s not in gone]
+        for session in gone:
+            if session.alive:
                 await session.destroy()
                 log.info("janus session %s taken over earlier is empty: destroyed", session.id)
-            elif session.alive:
-                keep.append(session)
-        self._adopted = keep
 
     # -- records ----------------------------------------------------------------------
 

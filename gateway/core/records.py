@@ -8,10 +8,12 @@ died, taking the stream over (``restore``).  The Janus side of each object
 (handle and room ids, ports) is ``gateway.janus.takeover``'s to write and
 read; this module does the domain side.
 
-A record is written whenever a session comes or goes or a publisher
-changes state, and again every lease renewal; so what changes without
-telling (an ICE restart's new ETag, a viewer that connected) is at most one
-renewal old when a replica dies.
+A record is written (coalesced) after every request on the stream that
+this replica handled, when a viewer comes, goes or connects, and when the
+publisher changes state: nothing a takeover needs changes otherwise.  One
+JSON document per stream keeps a takeover to one read per stream; it grows
+with the stream's viewers (a few kB each), which suits hundreds of viewers
+per stream, not tens of thousands.
 """
 
 from __future__ import annotations
