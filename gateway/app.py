@@ -30,7 +30,7 @@ from gateway.http.problems import gateway_error_handler, http_error_handler, une
 from gateway.http.forwarded import ForwardedMiddleware, TrustedProxies, parse_networks
 from gateway.http.ratelimit import RateLimitMiddleware, RateLimits
 from gateway.core.cluster import Cluster, ClusterPolicy, replica_url
-from gateway.http.replicas import ReplicaRouter
+from gateway.http.replicas import ReplicaRouter, UnlessForwarded
 
 
 async def list_streams(request: Request) -> JSONResponse:
@@ -168,7 +168,9 @@ def create_app(settings: Settings, backend: Backend | None = None) -> Starlette:
                 expose_headers=["Location", "ETag", "Link", "Accept-Patch", "Accept-Post",
                                 "Retry-After", "WWW-Authenticate"],
             ),
-            Middleware(RateLimitMiddleware, limits=rate_limits),
+            Middleware(RateLimitMiddleware, limits=rate_limits) if cluster is None else
+            Middleware(UnlessForwarded, cluster=cluster,
+                       middleware=lambda inner: RateLimitMiddleware(inner, limits=rate_limits)),
             *([Middleware(ReplicaRouter, cluster=cluster)] if cluster is not None else []),
         ],
         exception_handlers={

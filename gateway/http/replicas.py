@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from typing import Callable
 import aiohttp
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -164,6 +165,28 @@ class ReplicaRouter:
             await response_cm.__aexit__(None, None, None)
 
 
+class UnlessForwarded:
+    """Runs ``middleware`` except on requests another replica forwarded.
+
+    For the rate limits: the replica the client reached counted the request
+    already; counted again here, every client behind one replica would share
+    that replica's address, and one client's budget.
+    """
+
+    def __init__(self, app: ASGIApp, *, cluster: Cluster,
+                 middleware: Callable[[ASGIApp], ASGIApp]) -> None:
+        self.app = app
+        self.cluster = cluster
+        self.wrapped = middleware(app)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.cluster.secret and \
+                _header(scope, REPLICA_HEADER) == self.cluster.secret:
+            await self.app(scope, receive, send)
+        else:
+            await self.wrapped(scope, receive, send)
+
+
 class _NotStarted(Exception):
     """The owner could not be reached: nothing was sent to the client yet."""
 
@@ -183,4 +206,4 @@ def _header(scope: Scope, name: str) -> str | None:
     return None
 
 
-__all__ = ["ReplicaRouter", "REPLICA_HEADER", "routed"]
+__all__ = ["ReplicaRouter", "REPLICA_HEADER", "UnlessForwarded", "routed"]

@@ -40,3 +40,39 @@ def test_replica_url_and_settings() -> None:
         load_settings(redis_url="http://nope", janus=janus)
     with pytest.raises(ValueError, match="needs Janus nodes"):  # a managed Janus dies with its replica
         load_settings(redis_url="redis://127.0.0.1:6379/0")
+
+
+async def test_forwarded_requests_skip_the_rate_limits_once_counted() -> None:
+    """A request another replica forwarded was counted there; the owner does not count it again."""
+    from types import SimpleNamespace
+    from typing import Any
+
+    from gateway.http.replicas import REPLICA_HEADER, UnlessForwarded
+
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append("app")
+
+    class Counting:
+        def __init__(self, inner: Any, label: str) -> None:
+            self.inner, self.label = inner, label
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            seen.append(self.label)
+            await self.inner(scope, receive, send)
+
+    cluster: Any = SimpleNamespace(secret="s3cret")
+    middleware = UnlessForwarded(app, cluster=cluster,
+                                 middleware=lambda inner: Counting(inner, "limits"))
+
+    def scope(value: str | None) -> dict[str, Any]:
+        headers = [(REPLICA_HEADER.encode(), value.encode())] if value else []
+        return {"type": "http", "method": "PATCH", "path": "/whip/s/x", "headers": headers}
+
+    await middleware(scope(None), None, None)
+    await middleware(scope("guess"), None, None)  # a client cannot skip them
+    assert seen == ["limits", "app", "limits", "app"]
+    seen.clear()
+    await middleware(scope("s3cret"), None, None)
+    assert seen == ["app"]
