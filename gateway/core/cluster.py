@@ -156,9 +156,7 @@ class Cluster:
     async def close(self) -> None:
         """Stop after the sessions ended: records go, the lease goes, the adopted
         Janus sessions are destroyed (they hold nothing any more)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *self._takeovers.values(), return_exceptions=True)
+        await self._stop_tasks()
         try:
             await self._flush(self._local_streams() | await self._owned_streams())
             for session in self._adopted:
@@ -184,9 +182,7 @@ class Cluster:
             return False
         if not others:
             return False
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *self._takeovers.values(), return_exceptions=True)
+        await self._stop_tasks()
         await self.egress.events.stop()
         await self._flush(self._local_streams())
         await self._renew()  # our Janus sessions, as they are now
@@ -199,6 +195,17 @@ class Cluster:
         log.warning("replica %s stopped; its sessions are handed over to the other replicas",
                     self.id)
         return True
+
+    async def _stop_tasks(self) -> None:
+        """Stop renewing and writing; a takeover under way gets a few seconds to finish."""
+        for task in self._tasks:
+            task.cancel()
+        pending = [*self._tasks, *(t for t in self._takeovers.values() if not t.done())]
+        if pending:
+            done, stuck = await asyncio.wait(pending, timeout=5)
+            for task in stuck:
+                log.warning("replica %s: %s did not finish at stop", self.id, task.get_name())
+                task.cancel()
 
     async def absorb(self) -> None:
         """Before the last replica ends its sessions: take over what replicas that

@@ -107,8 +107,42 @@ async def adopt_session(node: JanusNode, session_id: int, *,
                     session_id, exc)
         return None
     session.start()
-    log.info("janus node %s: took over session %s", node.name, session_id)
+    drained = await _drain_stale_poll(session, node)
+    log.info("janus node %s: took over session %s (stale long poll %s)", node.name, session_id,
+             "drained" if drained else "not seen")
     return session
+
+
+async def _drain_stale_poll(session: AdoptedSession, node: JanusNode, attempts: int = 3,
+                            wait: float = 1.0) -> bool:
+    """Make sure the next event reaches our pump, not the dead replica's.
+
+    Janus 1.1.2's HTTP transport does not notice that the dead replica's
+    pending long poll lost its connection (it holds a poll up to 30 s): the
+    next event for the session is written there and lost.  The tests saw
+    just that: an ICE restart's answer right after a takeover never came.  So
+    a throwaway handle is attached and detached until its ``detached`` event
+    reaches our own pump.
+    """
+    for _ in range(attempts):
+        seen = asyncio.Event()
+
+        def on_event(event: dict[str, Any], seen: asyncio.Event = seen) -> None:
+            if event.get("janus") == "detached":
+                seen.set()
+
+        try:
+            handle = await session.attach(STREAMING, on_event, opaque_id=node.tag)
+            await session.request(f"/{handle.id}", {"janus": "detach"})
+        except JanusUnreachable as exc:
+            log.warning("janus session %s: could not drain a stale poll: %s", session.id, exc)
+            return False
+        try:
+            await asyncio.wait_for(seen.wait(), wait)
+            return True
+        except asyncio.TimeoutError:
+            session.handles.pop(handle.id, None)  # its event went to the stale poll
+    return False
 
 
 def _handle(session: JanusSession, handle_id: int, plugin: str,

@@ -165,6 +165,11 @@ async def test_replicas_share_sessions_and_take_over_a_killed_one(
         events = await read_events(http, events_on_b, 2)
         assert ("active", {}) in events and ("viewercount", {"viewercount": 1}) in events
 
+        # The stream is A's wherever its next publisher knocks.
+        r = await http.post(b.gw.whip("show"), content=pc.localDescription.sdp,
+                            headers={"Content-Type": "application/sdp"})
+        assert r.status_code == 409, r.text
+
         # Layer selection and DELETE, forwarded too (a second viewer comes and goes).
         assert (await http.post(f"{viewer_url}/layer", json={})).status_code == 200
         brief, _ = await aiortc_viewer()
@@ -221,6 +226,16 @@ async def test_replicas_share_sessions_and_take_over_a_killed_one(
         await frames.wait(frames.count + 30, timeout=15)
         assert (await http.head(a2.on(viewer_url))).status_code == 204
         await wait_listed(http, a2, "show", 1)
+
+        # An ICE restart: Janus answers with an event, which B's pump on A's
+        # Janus session must get, not the long poll A left pending in Janus
+        # (janus.takeover drains it).  The publisher's media is not needed after it.
+        restart = (f"a=ice-ufrag:fresh{ufrag[:4]}\r\na=ice-pwd:{pwd[::-1]}\r\n"
+                   f"m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n")
+        r = await http.patch(publisher_on_b, content=restart,
+                             headers={"Content-Type": SDPFRAG, "If-Match": "*"})
+        assert r.status_code == 200 and "a=ice-ufrag:" in r.text, r.text
+        assert r.headers["etag"] != whip.etag
 
         # The sessions end on B through their old URLs.
         assert (await http.delete(viewer_url)).status_code == 200
