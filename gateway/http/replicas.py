@@ -19,6 +19,7 @@ import asyncio
 import logging
 import re
 from typing import Callable
+
 import aiohttp
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 

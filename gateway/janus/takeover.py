@@ -24,8 +24,19 @@ from typing import Any
 from gateway.janus.client import JanusHandle, JanusSession, JanusUnreachable
 from gateway.janus.node import JanusNode
 from gateway.janus.peer import PeerObserver, events_to, quietly
-from gateway.janus.streaming import STREAMING, MediaSpec, Mountpoint, RtpPorts, StreamingViewer
-from gateway.janus.videoroom import VIDEOROOM, PublishedStream, RoomPublisher, _destroy_room
+from gateway.janus.streaming import (
+    STREAMING,
+    MediaSpec,
+    Mountpoint,
+    RtpPorts,
+    StreamingViewer,
+)
+from gateway.janus.videoroom import (
+    VIDEOROOM,
+    PublishedStream,
+    RoomPublisher,
+    _destroy_room,
+)
 
 log = logging.getLogger(__name__)
 
