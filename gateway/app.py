@@ -42,6 +42,8 @@ from gateway.http.logredact import install_log_redaction
 from gateway.http.problems import gateway_error_handler, http_error_handler, unexpected_error_handler
 from gateway.http.forwarded import ForwardedMiddleware, TrustedProxies, parse_networks
 from gateway.http.ratelimit import RateLimitMiddleware, RateLimits
+from gateway.core.cluster import Cluster, ClusterPolicy, replica_url
+from gateway.http.replicas import ReplicaRouter, UnlessForwarded
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,15 @@ async def list_streams(request: Request) -> JSONResponse:
     registry: StreamRegistry = request.app.state.streams
     egress: Egress = request.app.state.egress
     streams: dict[str, dict[str, object]] = {}
+    cluster: Cluster | None = request.app.state.cluster
+    if cluster is not None:  # every replica's streams, from their records
+        for name, summary in (await cluster.listing()).items():
+            shared: dict[str, object] = {"live": bool(summary["live"])}
+            if settings.public_listing == "details":
+                shared["viewers"] = summary["viewers"]
+                shared["publisher"] = summary["publisher"]
+            streams[name] = shared
+        return JSONResponse({"streams": streams})
     for name, s in registry.streams().items():
         entry: dict[str, object] = {"live": s.state.value == "live"}
         if settings.public_listing == "details":
@@ -164,12 +175,22 @@ def create_app(settings: Settings, backend: Backend | None = None,
     recordings.on_ready.append(hooks.recording_ready)
     recordings.on_failed.append(hooks.recording_failed)
     metrics = GatewayMetrics(backend.pool, registry, egress, recordings, hooks.webhooks)
+    cluster = None
+    if settings.redis_url:  # replicas sharing their sessions (core.cluster)
+        cluster = Cluster(ClusterPolicy(
+            redis_url=settings.redis_url, namespace=settings.instance_name,
+            url=replica_url(settings.host, settings.port, settings.replica_url),
+            lease=settings.replica_lease), backend.pool, ingest, egress)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         hooks.start()  # before the nodes, so node.up is told
+        if cluster is not None:
+            await cluster.start()  # registered first: the nodes' reapers ask what others hold
         await backend.start()
         egress.start()
+        if cluster is not None:
+            cluster.run()
         recordings.start()
         metrics.start()
         undo_sighup = _reload_on_sighup(app)
@@ -179,9 +200,15 @@ def create_app(settings: Settings, backend: Backend | None = None,
             undo_sighup()
             await asyncio.gather(*app.state.reloads, return_exceptions=True)
             metrics.stop()
-            await egress.close()
-            await ingest.close()
-            await egress.settled()
+            # A replica with live peers hands its sessions over instead of ending them.
+            if cluster is None or not await cluster.hand_over():
+                if cluster is not None:
+                    await cluster.absorb()
+                await egress.close()
+                await ingest.close()
+                await egress.settled()
+                if cluster is not None:
+                    await cluster.close()
             await recordings.close()
             await hooks.close()
             await backend.close()
@@ -215,7 +242,10 @@ def create_app(settings: Settings, backend: Backend | None = None,
                 expose_headers=["Location", "ETag", "Link", "Accept-Patch", "Accept-Post",
                                 "Retry-After", "WWW-Authenticate", "X-Request-Id"],
             ),
-            Middleware(RateLimitMiddleware, limits=rate_limits),
+            Middleware(RateLimitMiddleware, limits=rate_limits) if cluster is None else
+            Middleware(UnlessForwarded, cluster=cluster,
+                       middleware=lambda inner: RateLimitMiddleware(inner, limits=rate_limits)),
+            *([Middleware(ReplicaRouter, cluster=cluster)] if cluster is not None else []),
         ],
         exception_handlers={
             GatewayError: gateway_error_handler,
@@ -236,5 +266,6 @@ def create_app(settings: Settings, backend: Backend | None = None,
     app.state.hooks = hooks
     app.state.metrics = metrics
     app.state.operations = Operations(catalog, registry, ingest, egress)
+    app.state.cluster = cluster
     install_log_redaction()
     return app

@@ -319,6 +319,20 @@ class Settings(BaseSettings):
     )
     tls_key: Path | None = Field(None, description="PEM private key for tls_cert")
     log_level: str = Field("info", pattern=r"^(debug|info|warning|error)$")
+    redis_url: str | None = Field(
+        None, description="redis://host:port/db: run as one of several gateway replicas that "
+        "share their sessions there (any replica answers for any session, and takes over a dead "
+        "one's). Unset: one process, state in memory",
+    )
+    replica_url: str | None = Field(
+        None, description="with redis_url: the URL the other replicas reach this one at "
+        "(default http://host:port; set it when host is 0.0.0.0)",
+    )
+    replica_lease: float = Field(
+        6.0, ge=1.0, le=30.0, description="with redis_url: seconds a replica's lease lasts; it "
+        "renews it every third of that, and another replica takes its sessions over once it "
+        "lapses (well within Janus's session_timeout)",
+    )
     log_format: Literal["text", "json"] = Field(
         "text", description="text lines, or JSON lines (one object per line) for log shippers; "
         "both carry the request id",
@@ -395,6 +409,13 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _replicas_share_janus(self) -> "Settings":
+        if self.redis_url and not self.janus:
+            raise ValueError("redis_url (replicas) needs Janus nodes that every replica "
+                             "reaches (janus = [...]): a replica's managed Janus dies with it")
+        return self
+
+    @model_validator(mode="after")
     def _tls_pair(self) -> "Settings":
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
@@ -460,6 +481,25 @@ class Settings(BaseSettings):
         schemes = ("memory://", "redis://", "rediss://", "redis+unix://")
         if not value.startswith(schemes):
             raise ValueError(f"{value!r}: use one of {', '.join(schemes)}")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        if value:
+            schemes = ("redis://", "rediss://", "redis+unix://", "unix://")
+            if not value.startswith(schemes):
+                raise ValueError(f"{value!r}: use one of {', '.join(schemes)}")
+        return value or None
+
+    @field_validator("replica_url")
+    @classmethod
+    def _replica_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"{value!r} is not an http(s) URL")
+            return value.rstrip("/")
         return value
 
     @field_validator("video_codecs", "audio_codecs")

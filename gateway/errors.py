@@ -313,3 +313,11 @@ class SessionNotFound(ResourceNotFound):
     """No live publisher or viewer session has that id."""
 
     title = "Session not found"
+
+class ReplicaUnavailable(GatewayError):
+    """The replica that holds the session is not answering, and its lease has
+    not lapsed yet, so no other replica may take its sessions over."""
+
+    status = 503
+    title = "Gateway replica unavailable"
+    retry_after_default = 2

@@ -27,6 +27,7 @@ from gateway.app import SERVER_OPTIONS, create_app
 from gateway.config import JanusNodeSettings, Settings, load_settings
 from gateway.janus.admin import JanusAdmin
 from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port
+from tests.redis_server import redis_server
 from tests.sandbox import INTERFACE, SandboxUnavailable, enter_private_netns
 from tests.janus_versions import janus_new  # noqa: F401  (Janus 1.4.x from deploy/janus-sid.sh)
 
@@ -210,6 +211,16 @@ async def gateway(start_gateway: GatewayFactory) -> RunningGateway:
     """A gateway whose /api/streams also shows viewer counts and codecs
     (``public_listing = "details"``): tests wait on them."""
     return await start_gateway(public_listing="details")
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A real redis-server (Debian's) on a free port, for rate limits and replicas."""
+    try:
+        with redis_server() as url:
+            yield url
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture

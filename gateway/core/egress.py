@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from gateway.core import layers
 from gateway import probes
@@ -33,6 +33,7 @@ from gateway.core.viewers import (
 )
 from gateway.errors import MalformedSdp, ResourceNotFound, StreamNotLive, UnsupportedMedia, UnsupportedPatch
 from gateway.janus.node import JanusNode, handle_bytes_in
+from gateway.janus.peer import PeerObserver
 from gateway.janus.streaming import StreamingViewer, payload_types
 from gateway.sdp import bridge as sdp_bridge
 from gateway.sdp import formats as sdp_formats
@@ -194,6 +195,20 @@ class Egress:
     def close_events(self, subscription: EventStream) -> None:
         self.events.close(subscription)
 
+    def adopt(self, session_for: Callable[[PeerObserver], ViewerSession]) -> ViewerSession:
+        """Carry on with a viewer another gateway replica set up (``core.cluster``):
+        ``session_for`` rebuilds it around our observer; its mountpoint variant
+        must have been adopted first (``Mountpoints.adopt``)."""
+        peer = _ViewerPeer(self)
+        session = session_for(peer)
+        peer.session = session
+        session.variant.viewers.add(session.id)
+        self.viewers.add(session)
+        self.mountpoints.in_use(session.variant)
+        if session.awaiting_answer or not session.connected:
+            self._arm(session, self.policy.viewer_connect_timeout, "the viewer never connected")
+        return session
+
     # -- lifecycle ----------------------------------------------------------
 
     def start(self) -> None:
@@ -225,6 +240,7 @@ class Egress:
         if session.timer is not None:
             session.timer.cancel()
             session.timer = None
+        self.viewers.changed(session.stream)  # replicas write it down: no connect timer on takeover
 
     def node_down(self, node: JanusNode) -> None:
         for viewer in [v for v in self.viewers.all() if v.egress.node is node]:

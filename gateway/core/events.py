@@ -74,6 +74,17 @@ class EventHub:
         """Open event streams (subscribers), for the metrics."""
         return len(self._streams)
 
+    def restore(self, stream: str, viewer_id: str, names: list[str], stream_id: str) -> EventStream:
+        """An event stream another gateway replica opened, under its id (``core.cluster``):
+        its player reconnects to the same URL here."""
+        subscription = EventStream(stream=stream, viewer_id=viewer_id, names=frozenset(names),
+                                   id=stream_id)
+        self._streams[subscription.id] = subscription
+        return subscription
+
+    def of_viewer(self, viewer_id: str) -> list[EventStream]:
+        return [s for s in self._streams.values() if s.viewer_id == viewer_id and not s.closed]
+
     def get(self, viewer_id: str, stream_id: str) -> EventStream | None:
         found = self._streams.get(stream_id)
         if found is None or found.viewer_id != viewer_id or found.closed:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Callable, Protocol
 
 from gateway.core import offers
 from gateway.sdp.formats import room_h264_profile
@@ -27,6 +27,7 @@ from gateway.core.streams import (
 )
 from gateway.errors import GatewayError, MediaServerUnavailable, ResourceNotFound, StreamBusy
 from gateway.janus.node import JanusNode
+from gateway.janus.peer import PeerObserver
 from gateway.janus.videoroom import RoomOptions, RoomPublisher
 from gateway.sdp import model as sdp
 
@@ -144,6 +145,17 @@ class Ingest:
         log.info("stream %s: publisher %s on %s (%s)", stream, session.id[:8], node.name,
                  ", ".join(f"{s.kind} {s.codec}" for s in session.backend.streams))
         return session
+
+    def adopt(self, session: PublisherSession,
+              backend_for: Callable[[PeerObserver], RoomPublisher]) -> None:
+        """Carry on with a publisher another gateway replica set up (``core.cluster``):
+        its handle is rebuilt around our observer, its timers armed again."""
+        session.backend = backend_for(_PublisherPeer(self, session))
+        self.registry.put(session)
+        if session.state is PublisherState.CONNECTING:
+            self._arm(session, self.policy.connect_timeout, "no media within the connect timeout")
+        elif session.state is PublisherState.STALLED:
+            self._arm(session, self.policy.media_timeout, "media stopped")
 
     async def patch(self, session: PublisherSession, fragment_text: str) -> PatchResult:
         """RFC 9725 section 4.3: a trickle, or an ICE restart if the ufrag is new."""

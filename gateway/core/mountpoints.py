@@ -102,6 +102,17 @@ class Mountpoints:
                 variant.viewers.clear()
                 await self._drop(egress, variant)
 
+    def egresses(self, stream: str) -> list[StreamEgress]:
+        """The stream's egress on every node (what a replica writes down)."""
+        return self._of_stream(stream)
+
+    def streams(self) -> set[str]:
+        return {s for s, _ in self._egress}
+
+    def adopt(self, egress: StreamEgress) -> None:
+        """Mountpoints another gateway replica made, taken over (``core.cluster``)."""
+        self._egress[(egress.stream, egress.node.name)] = egress
+
     def in_use(self, variant: Variant) -> None:
         """A viewer joined: the variant is no longer idle."""
         if variant.idle is not None:

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Coroutine
+from typing import Any, Callable, Coroutine
 
 from gateway.core.streams import new_etag, new_resource_id
 from gateway.janus.node import JanusNode
@@ -96,6 +96,8 @@ class ViewerBook:
     def __init__(self) -> None:
         self._by_id: dict[str, ViewerSession] = {}
         self._observers: list[Any] = []  # viewer_added / viewer_removed (e.g. webhooks)
+        # Told the stream of a viewer that came or went (replicas write it down).
+        self.listeners: list[Callable[[str], None]] = []
 
     def subscribe(self, observer: Any) -> None:
         """Tell ``observer`` (``viewer_added(session)``, ``viewer_removed(session)``)
@@ -105,10 +107,16 @@ class ViewerBook:
     def add(self, session: ViewerSession) -> None:
         self._by_id[session.id] = session
         self._tell("viewer_added", session)
+        self._changed(session.stream)
 
     def remove(self, session: ViewerSession) -> None:
         if self._by_id.pop(session.id, None) is not None:
             self._tell("viewer_removed", session)
+            self._changed(session.stream)
+
+    def changed(self, stream: str) -> None:
+        """A viewer of ``stream`` changed in place (it connected)."""
+        self._changed(stream)
 
     def _tell(self, what: str, session: ViewerSession) -> None:
         for observer in list(self._observers):
@@ -116,6 +124,10 @@ class ViewerBook:
                 getattr(observer, what)(session)
             except Exception:
                 logging.getLogger(__name__).exception("viewer observer failed on %s", what)
+
+    def _changed(self, stream: str) -> None:
+        for listener in self.listeners:
+            listener(stream)
 
     def get(self, session_id: str) -> ViewerSession | None:
         return self._by_id.get(session_id)

@@ -197,6 +197,13 @@ class JanusSession:
                 self._pump.cancel()
                 await asyncio.gather(self._pump, return_exceptions=True)
 
+    async def stop_polling(self) -> None:
+        """Stop the event pump but leave the session in Janus: another gateway
+        replica takes it over (``janus.takeover``)."""
+        if self._pump:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+
     def wait_for(self, transaction: str) -> asyncio.Future[Json]:
         future: asyncio.Future[Json] = asyncio.get_running_loop().create_future()
         self._waiters[transaction] = future

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import urlsplit
 
 from gateway.janus.admin import JanusAdmin
-from gateway.janus.reaper import reap
+from gateway.janus.reaper import Held, reap
 from gateway.janus.client import (
     JanusClient,
     JanusError,
@@ -80,6 +80,8 @@ class JanusNode:
         self._observers: list[NodeObserver] = []
         self._reconnect: asyncio.Task[None] | None = None
         self._closing = False
+        # Replicas (core.cluster): what the others hold here, which the reaper must spare.
+        self.held_elsewhere: Callable[[], Awaitable[Held]] | None = None
 
     @property
     def healthy(self) -> bool:
@@ -109,8 +111,9 @@ class JanusNode:
             # does not pay an attach and a detach.
             self._controls = {p: await session.attach(p, opaque_id=self.tag) for p in CONTROL_PLUGINS}
             if self.admin is not None:
+                keep = await self.held_elsewhere() if self.held_elsewhere is not None else None
                 await reap(self.admin, tag=self.tag, keep_session=session.id,
-                           plugin_admin_key=self.plugin_admin_key)
+                           plugin_admin_key=self.plugin_admin_key, keep=keep)
         except BaseException:
             await session.destroy()
             raise
@@ -186,6 +189,19 @@ class JanusNode:
                 log.debug("janus node %s still down: %s", self.name, exc)
             except Exception:
                 log.exception("janus node %s: reconnect failed", self.name)
+
+    async def release(self) -> None:
+        """Stop using the node but leave our Janus session, and every handle in
+        it, as it is: another gateway replica takes it over (``core.cluster``)."""
+        self._closing = True
+        for task in (self._reconnect, self._probe):
+            if task is not None:
+                task.cancel()
+        if self.session is not None:
+            await self.session.stop_polling()
+        await self.client.close()
+        if self.admin is not None:
+            await self.admin.close()
 
     async def close(self) -> None:
         self._closing = True

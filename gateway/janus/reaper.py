@@ -6,12 +6,15 @@ session behind until Janus times it out.  Everything the gateway creates
 carries its tag: handles in their ``opaque_id``, rooms and mountpoints in
 their ``description``.  On connecting to a node, the gateway frees every
 tagged thing that is not its own current session.  Two gateways sharing a
-Janus node therefore need different tags (setting ``instance_name``).
+Janus node therefore need different tags (setting ``instance_name``), unless
+they are replicas of one deployment (``redis_url``): then what any replica
+still holds, or will take over, is passed as ``keep`` and left alone.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from gateway.janus.admin import JanusAdmin
 from gateway.janus.client import JanusError, JanusUnreachable, with_admin_key
@@ -19,13 +22,25 @@ from gateway.janus.client import JanusError, JanusUnreachable, with_admin_key
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class Held:
+    """What other replicas of this deployment hold on a node: not to be reaped."""
+
+    sessions: frozenset[int] = field(default_factory=frozenset)
+    rooms: frozenset[int] = field(default_factory=frozenset)
+    mountpoints: frozenset[int] = field(default_factory=frozenset)
+
+
 async def reap(admin: JanusAdmin, *, tag: str, keep_session: int,
-               plugin_admin_key: str | None) -> dict[str, int]:
-    """Destroy tagged sessions (but ``keep_session``), rooms and mountpoints."""
+               plugin_admin_key: str | None, keep: Held | None = None) -> dict[str, int]:
+    """Destroy tagged sessions (but ``keep_session``), rooms and mountpoints,
+    except what ``keep`` names."""
+    keep = keep or Held()
+    kept = {"sessions": keep.sessions, "rooms": keep.rooms, "mountpoints": keep.mountpoints}
     freed = {"sessions": 0, "rooms": 0, "mountpoints": 0}
     try:
         for session_id in await admin.sessions():
-            if session_id == keep_session:
+            if session_id == keep_session or session_id in keep.sessions:
                 continue
             handles = await admin.handles(session_id)
             for handle_id in handles:
@@ -39,7 +54,7 @@ async def reap(admin: JanusAdmin, *, tag: str, keep_session: int,
             listed = await admin.message_plugin(
                 plugin, with_admin_key(plugin_admin_key, {"request": "list"}))
             for entry in listed.get("list", []):
-                if _tagged(entry, tag):
+                if _tagged(entry, tag) and entry[key] not in kept[what]:
                     await admin.message_plugin(plugin, with_admin_key(plugin_admin_key, {
                         "request": "destroy", key: entry[key], "permanent": False}))
                     freed[what] += 1

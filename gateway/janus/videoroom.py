@@ -167,8 +167,8 @@ class RoomPublisher(JanusPeer):
     async def substream_bitrates(self) -> dict[str, list[int]] | None:
         """bit/s per simulcast substream (lowest first) by publisher mid, from
         the admin API; None when the node has no admin API configured."""
-        admin, session = self.node.admin, self.node.session
-        if admin is None or session is None or self._closed:
+        admin, session = self.node.admin, self.handle.session  # maybe one taken over
+        if admin is None or not session.alive or self._closed:
             return None
         with janus_call(self.node.name):
             info = await admin.handle_info(session.id, self.handle.id)

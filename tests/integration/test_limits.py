@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from typing import Awaitable, Callable, Iterator
+from typing import Awaitable, Callable
 
 import httpx
 import pytest
@@ -14,7 +14,6 @@ from gateway.http.logredact import RedactTokens
 from gateway.janus.process import free_port
 from tests.conftest import RATE_LIMITS_OFF, GatewayFactory, read_fixture
 from tests.nginx_proxy import nginx_proxy
-from tests.redis_server import redis_server
 from tests.webinar import join_and_leave
 from tests.integration.test_whip import assert_problem
 from tests.publishers import aiortc_publisher
@@ -292,15 +291,6 @@ async def test_rfc7239_forwarded_from_a_trusted_proxy(
     # [::1] is not trusted, so it is the client for all three.
     passed, r = await _until_refused(lambda: post('"[2001:db8::1]:4711"'), 1, 400)
     assert "from ::1" in assert_too_many(r)["detail"]
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    try:
-        with redis_server() as url:
-            yield url
-    except FileNotFoundError as exc:
-        pytest.skip(str(exc))
 
 
 async def test_replicas_share_budgets_through_redis(

@@ -18,7 +18,7 @@ import hmac
 import re
 import secrets
 import time
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
