@@ -343,9 +343,9 @@ class Settings(BaseSettings):
         "carries its tag. Gateways sharing a Janus need different names",
     )
 
-    @field_validator("public_url")
+    @field_validator("public_url", "replica_url")
     @classmethod
-    def _public_url(cls, value: str | None) -> str | None:
+    def _base_url(cls, value: str | None) -> str | None:
         if value is not None:
             parts = urlsplit(value)
             if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -491,16 +491,6 @@ class Settings(BaseSettings):
             if not value.startswith(schemes):
                 raise ValueError(f"{value!r}: use one of {', '.join(schemes)}")
         return value or None
-
-    @field_validator("replica_url")
-    @classmethod
-    def _replica_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(f"{value!r} is not an http(s) URL")
-            return value.rstrip("/")
-        return value
 
     @field_validator("video_codecs", "audio_codecs")
     @classmethod
