@@ -209,9 +209,11 @@ def create_app(settings: Settings, backend: Backend | None = None,
                 await egress.settled()
                 if cluster is not None:
                     await cluster.close()
+                # Not after a hand-over: closing would end the Janus sessions
+                # another replica now carries.
+                await backend.close()
             await recordings.close()
             await hooks.close()
-            await backend.close()
             await rate_limits.close()
 
     app = Starlette(
