@@ -24,7 +24,8 @@ from gateway.core.streams import (
     StreamRegistry,
     new_etag,
 )
-from gateway.errors import GatewayError, MediaServerUnavailable, ResourceNotFound, StreamBusy
+from gateway.errors import (GatewayError, IceRestartInProgress, MediaServerUnavailable,
+                            ResourceNotFound, StreamBusy)
 from gateway.janus.node import JanusNode
 from gateway.janus.videoroom import RoomOptions, RoomPublisher
 from gateway.sdp import model as sdp
@@ -76,6 +77,9 @@ class Ingest:
         self.policy = policy
         self.registry = registry or StreamRegistry()
         self._ending: set[asyncio.Task[None]] = set()
+        # ICE restarts in flight, by session id: Janus must never get a second
+        # offer, or a hang-up, on a handle whose restart it is still handling.
+        self._restarts: dict[str, asyncio.Future[None]] = {}
         for node in pool.nodes:
             node.observe(self)
 
@@ -158,14 +162,26 @@ class Ingest:
         )
 
     async def _restart_ice(self, session: PublisherSession, frag: sdp.SdpFragment) -> PatchResult:
-        """Re-offer to Janus with the new credentials; keep the old ICE session on failure."""
+        """Re-offer to Janus with the new credentials; keep the old ICE session on failure.
+
+        One restart per publisher at a time (a second one is refused with 409
+        and Retry-After), and ``_end`` waits for it before hanging up: Janus
+        1.1.2 can crash when those overlap on one handle (issue 11).
+        """
         backend = _backend(session)
+        if session.id in self._restarts:
+            raise IceRestartInProgress("an ICE restart of this session is still in progress")
         offer = sdp.after_ice_restart(session.offer, frag)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._restarts[session.id] = done
         try:
             answer = await backend.renegotiate(str(offer), timeout=self.policy.janus_timeout)
         except GatewayError as exc:
             log.warning("stream %s: ICE restart failed: %s", session.stream, exc.detail)
             raise
+        finally:
+            del self._restarts[session.id]
+            done.set_result(None)
         fragment = sdp.fragment_of(answer)
         session.offer = offer
         session.remote_ufrag, session.remote_pwd = frag.ice_ufrag, frag.ice_pwd
@@ -223,6 +239,9 @@ class Ingest:
         log.info("stream %s: publisher %s ended: %s", session.stream, session.id[:8], reason)
         if session.backend is not None:
             self.registry.announce(session, PublisherChange.ENDED)
+            restart = self._restarts.get(session.id)
+            if restart is not None:  # never hang up under a restart (bounded by its timeout)
+                await asyncio.shield(restart)
             await session.backend.close()
 
     def node_down(self, node: JanusNode) -> None:
