@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import resource
 import signal
 import tempfile
@@ -52,7 +51,7 @@ import httpx
 from harness import (KEEPALIVE_S, Json, cpu_seconds, enter_netns, git, guarded, install_hard_cap,
                      params_of, rss_kb, run_capped, write_json)
 from probes import session_types
-from soak_driver import Gateway, Soak, backtrace, describe_status
+from soak_driver import EXIT_LINE, Gateway, Soak, backtrace, describe_status
 from soak_report import failures_of, heap_report, log_summary, report, summarize
 from soak_scenario import DEFAULT_WEIGHTS, OPS, offer_pool
 
@@ -131,6 +130,8 @@ async def run(args: argparse.Namespace, gateway: Gateway, results: Json, started
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        if soak is not None and soak._fills:
+            await asyncio.gather(*soak._fills, return_exceptions=True)
         if soak is not None:
             results["crashes"] = soak.crashes
             results["kill_errors"] = soak.kill_errors
@@ -294,9 +295,6 @@ def main(argv: list[str] | None = None) -> int:
     return status if status else (1 if failures else 0)
 
 
-EXIT_LINE = re.compile(r"Janus exited \(code (-?\d+|None)\)")
-
-
 def cross_check_exits(gateway: Gateway, results: Json) -> None:
     """Every "Janus exited (code N)" in the gateway's log: planned SIGKILLs are -9.
 
@@ -313,6 +311,11 @@ def cross_check_exits(gateway: Gateway, results: Json) -> None:
     unplanned = [c for c in codes if c != "-9"]
     unplanned += ["-9"] * max(0, codes.count("-9") - planned)  # a SIGKILL not ours
     crashes = results.setdefault("crashes", [])
+    for crash, code in zip(crashes, unplanned):
+        if crash.get("signal") is None and crash.get("exit_code") is None and code != "None":
+            number = int(code)
+            crash.update(describe_status(-number if number < 0 else number << 8))
+            crash["status_from"] = "gateway log"
     for code in unplanned[len(crashes):]:
         number = int(code) if code != "None" else None
         status = -number if number is not None and number < 0 else None

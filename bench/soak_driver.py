@@ -104,6 +104,10 @@ def managed_nodes(gateway_pid: int) -> dict[str, JanusNodeInfo]:
     return {n.role: n for n in nodes}
 
 
+# The gateway's line for each Janus exit (gateway/janus/process.py): -N is signal N.
+EXIT_LINE = re.compile(r"Janus exited \(code (-?\d+|None)\)")
+
+
 def janus_by_config(folder: Path) -> int | None:
     """The live Janus started with ``-C <folder>/janus.jcfg``, or None.
 
@@ -405,6 +409,8 @@ class Soak(SoakOps):
         self.crashes: list[Json] = []  # every other Janus exit
         self.kill_errors: list[Json] = []
         self.crash_dir: Path | None = None  # where crash evidence is copied
+        self._fills: set[asyncio.Task[None]] = set()
+        self._log_pos = 0  # "Janus exited" lines of the gateway log read so far
 
     def admin(self, role: str) -> Admin:
         return Admin(self.admin_http, self.nodes[role])
@@ -586,12 +592,36 @@ class Soak(SoakOps):
         self.outages.append({"role": role, "start": now, "end": now + 3.0, "event": event,
                              "unplanned": True})
         self.crashes.append(event)
-        what = event["signal"] or f"exit code {event['exit_code']}"
+        if status is None:  # reaped before we looked: the gateway's log line says how it ended
+            task = asyncio.get_running_loop().create_task(self.status_from_log(event))
+            self._fills.add(task)
+            task.add_done_callback(self._fills.discard)
+        what = event["signal"] or (f"exit code {event['exit_code']}" if status is not None
+                                   else "status from the gateway log, below")
         print(f"  UNPLANNED EXIT: {role} Janus {pid} ({what}) at {event['t_run_s']} s, "
               f"{event['phase']} op {event['op']}; in flight: "
               + "; ".join(f"#{f.get('i')} {f.get('op')} {f.get('target', '')}"
                           for f in event["in_flight"]), flush=True)
         self.keep_evidence(event)
+
+    async def status_from_log(self, event: Json, bound: float = 5.0) -> None:
+        """Fill an exit's signal from the next unread non-SIGKILL "Janus exited" log line."""
+        deadline = time.monotonic() + bound
+        while time.monotonic() < deadline:
+            try:
+                text = self.gw.log_path.read_text(errors="replace")
+            except OSError:
+                return
+            for found in EXIT_LINE.finditer(text, self._log_pos):
+                if found.group(1) not in ("-9", "None"):
+                    self._log_pos = found.end()
+                    event.update(describe_status(-int(found.group(1)) if int(found.group(1)) < 0
+                                                 else int(found.group(1)) << 8))
+                    event["status_from"] = "gateway log"
+                    print(f"  UNPLANNED EXIT: {event['role']} Janus {event['pid']} was "
+                          f"{event['signal'] or 'exit code ' + str(event['exit_code'])}", flush=True)
+                    return
+            await asyncio.sleep(0.1)
 
     def keep_evidence(self, event: Json) -> None:
         """Copy the node's Janus log and its core dump out of the run's temporary folders."""
