@@ -317,12 +317,12 @@ def cross_check_exits(gateway: Gateway, results: Json) -> None:
             crash.update(describe_status(-number if number < 0 else number << 8))
             crash["status_from"] = "gateway log"
     for code in unplanned[len(crashes):]:
-        number = int(code) if code != "None" else None
-        status = -number if number is not None and number < 0 else None
+        code_n = int(code) if code != "None" else None
+        status = -code_n if code_n is not None and code_n < 0 else None
         entry: Json = {"role": "?", "pid": None, **describe_status(status), "op": None,
                        "in_flight": [], "source": "gateway log only"}
-        if number is not None and number >= 0:
-            entry["exit_code"] = number
+        if code_n is not None and code_n >= 0:
+            entry["exit_code"] = code_n
         crashes.append(entry)
 
 

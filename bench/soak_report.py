@@ -124,6 +124,7 @@ def summarize(soak: Any, results: Json) -> None:
                           if str(s).startswith("exception")),
         "exception_samples": main.exceptions,
         "unexpected_samples": main.unexpected,
+        "unexpected": main.unexpected_n,
     }
     warm = soak.phases.get("warmup")
     if warm is not None:
@@ -161,6 +162,8 @@ def failures_of(results: Json) -> list[str]:
             failures.append("5xx other than 503")
         if m.get("timeouts") or m.get("exceptions"):
             failures.append("timeouts/exceptions")
+        if m.get("unexpected"):
+            failures.append(f"{m['unexpected']} unexpected answers (e.g. 429)")
     end = results.get("end")
     if end is None or leak_total(end.get("janus", {"?": {"error": "missing"}})) != 0:
         failures.append("Janus leftovers (or not measured)")
@@ -261,7 +264,8 @@ def _main_report(results: Json) -> list[str]:
     for message, n in list(m.get("503_messages", {}).items())[:10]:
         out.append(f"  503 x{n}: {message[:150]}")
     out.append(f"5xx other than 503: {m['fivexx_not_503'] or 0}; timeouts: {m['timeouts']}; "
-               f"exceptions: {m['exceptions']}")
+               f"exceptions: {m['exceptions']}; other unexpected answers: "
+               f"{m.get('unexpected', MISSING)}")
     for sample in m["unexpected_samples"][:8]:
         out.append(f"  unexpected: {sample['op']} -> {sample['status']}: {sample['detail'][:160]}")
     for sample in m["exception_samples"][:5]:

@@ -131,6 +131,7 @@ class Phase:
     statuses: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     latency_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     unexpected: list[Json] = field(default_factory=list)
+    unexpected_n: int = 0  # answers outside EXPECTED (a 429 means the soak is misconfigured)
     exceptions: list[str] = field(default_factory=list)
     count_503: list[tuple[float, str, str, str]] = field(default_factory=list)  # t, op, detail, down
     ops: int = 0
@@ -179,9 +180,11 @@ class SoakOps:
             down = [o["role"] for o in self.outages
                     if o["start"] <= time.monotonic() <= (o["end"] or float("inf"))]
             ph.count_503.append((time.monotonic(), op, message, ",".join(down) or "none"))
-        elif status not in EXPECTED[op] and status != "no_target" and len(ph.unexpected) < 50:
-            ph.unexpected.append({"op": op, "status": status, "t": round(time.monotonic(), 3),
-                                  "detail": detail[:300]})
+        elif status not in EXPECTED[op] and status != "no_target":
+            ph.unexpected_n += 1
+            if len(ph.unexpected) < 50:
+                ph.unexpected.append({"op": op, "status": status, "t": round(time.monotonic(), 3),
+                                      "detail": detail[:300]})
 
     def pick(self, *, kinds: tuple[str, ...] = ("whip", "whep"), recent: bool = False,
              signalling_only: bool = False, prefer_overdue: bool = False) -> Resource | None:
