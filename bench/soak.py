@@ -53,8 +53,11 @@ from harness import (KEEPALIVE_S, Json, cpu_seconds, enter_netns, git, guarded, 
 from probes import session_types
 from soak_driver import EXIT_LINE, Gateway, Soak, backtrace, describe_status
 from soak_report import failures_of, heap_report, log_summary, report, summarize
-from soak_scenario import DEFAULT_WEIGHTS, OPS, offer_pool
+from soak_scenario import DEFAULT_WEIGHTS, FORGET_S, OPS, offer_pool
 
+# Longer than a resource lives in the mix (FORGET_S, plus the gateway's timers).
+WARMUP_S = FORGET_S + 10
+WARMUP_CAP = 20_000  # operations, whatever the rate
 DEFAULT_SID_CHROOT = "/var/cache/whip-gateway/janus-sid"  # as tests/janus_versions.py
 
 
@@ -84,8 +87,21 @@ async def run(args: argparse.Namespace, gateway: Gateway, results: Json, started
         results["janus_at_start"] = await soak.janus_state()
         poller = asyncio.create_task(soak.poller())
 
-        print(f"warm-up: {args.warmup} ops ...", flush=True)
-        await soak.run_ops("warmup", args.warmup, kills=False)
+        # The RSS baseline must be taken at the main phase's steady state: after
+        # as long a stretch of the same mix as the longest a resource lives in
+        # it (signalling-only ones are forgotten after FORGET_S), so that the
+        # gateway has held as many live sessions as it will in the main phase.
+        # Before that, RSS still climbs with the live population, and the
+        # allocator keeps that memory afterwards: growth, but no leak.
+        print(f"warm-up: at least {args.warmup} ops and {args.warmup_seconds:g} s ...", flush=True)
+        warm_ops = 0
+        warm_t0 = time.monotonic()
+        while warm_ops < args.warmup or (time.monotonic() - warm_t0 < args.warmup_seconds
+                                         and warm_ops < WARMUP_CAP):
+            await soak.run_ops("warmup", args.warmup, kills=False)
+            warm_ops += args.warmup
+        results["warmup_ops"] = warm_ops
+        results["warmup_s"] = round(time.monotonic() - warm_t0, 1)
         results["after_warmup"] = await soak.settle("after_warmup")
         await gateway.heap_dump()
         rss_start = rss_kb(gateway.proc.pid)
@@ -183,7 +199,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=10_000, help="operations in the measured run")
     parser.add_argument("--warmup", type=int, default=200,
-                        help="operations before the RSS baseline (not counted in --ops)")
+                        help="operations before the RSS baseline (not counted in --ops), at "
+                             "least; repeated until --warmup-seconds have passed")
+    parser.add_argument("--warmup-seconds", type=float, default=WARMUP_S,
+                        help="the warm-up lasts at least this long, so that the RSS baseline "
+                             "is taken at the main phase's steady state (0: --warmup ops only)")
     parser.add_argument("--concurrency", type=int, default=8, help="operations in flight at once")
     parser.add_argument("--media-share", type=float, default=0.03,
                         help="share of publishes and views that connect real aiortc media")

@@ -227,7 +227,8 @@ def _main_report(results: Json) -> list[str]:
     m = results.get("main")
     if m is None:
         return ["no main phase ran"]
-    out.append(f"soak: {m['ops']} ops (+{p['warmup']} warm-up), concurrency {p['concurrency']}, "
+    out.append(f"soak: {m['ops']} ops (+{results.get('warmup_ops', p['warmup'])} warm-up ops in "
+               f"{results.get('warmup_s', MISSING)} s), concurrency {p['concurrency']}, "
                f"media share {p['media_share']} (at most {p['max_media']} media publishers and "
                f"{p['max_media']} media viewers), "
                f"{p['streams']} streams, seed {p['seed']}"
@@ -312,7 +313,8 @@ def _main_report(results: Json) -> list[str]:
         out.append(f"gateway RSS growth: {MISSING} (the run did not reach its end)")
     if rss:
         out.append("")
-        out.append(f"gateway RSS: start {rss['start_kb'] / 1024:.1f} MiB (after {p['warmup']} warm-up "
+        out.append(f"gateway RSS: start {rss['start_kb'] / 1024:.1f} MiB (after "
+                   f"{results.get('warmup_ops', p['warmup'])} warm-up "
                    f"ops and their clean-up, so imports, lazy set-up and caches are excluded), "
                    f"end {rss['end_kb'] / 1024:.1f} MiB, growth {rss['growth_pct']:+.2f} % "
                    f"(target < 5 %); peak seen {rss['peak_kb'] / 1024:.1f} MiB")
