@@ -166,7 +166,10 @@ class Ingest:
 
         One restart per publisher at a time (a second one is refused with 409
         and Retry-After), and ``_end`` waits for it before hanging up: Janus
-        1.1.2 can crash when those overlap on one handle (issue 11).
+        1.1.2 can crash when those overlap on one handle (issue 11; upstream, the
+        closest report is meetecho/janus-gateway#3503, a SIGSEGV in the VideoRoom
+        handler after an ICE restart; the overlaps are replayed against a bare
+        Janus in tests/integration/test_janus_restart_overlap.py).
         """
         backend = _backend(session)
         if session.id in self._restarts:

@@ -27,9 +27,9 @@ def test_soak_survives_and_reports_an_injected_sigsegv(tmp_path: Path) -> None:
     out = tmp_path / "soak.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench/soak.py"), "--ops", "200", "--warmup", "10", "--warmup-seconds", "0",
-         "--inject-crash", "ingest:60", "--json", str(out), "--crash-dir", str(tmp_path / "crashes"),
-         "--max-seconds", "300"],
+        [sys.executable, str(REPO / "bench/soak.py"), "--ops", "200", "--warmup", "10",
+         "--warmup-seconds", "0", "--inject-crash", "ingest:60", "--json", str(out),
+         "--crash-dir", str(tmp_path / "crashes"), "--max-seconds", "300"],
         capture_output=True, text=True, timeout=380, env=env, cwd=REPO, check=False)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(out.read_text())
