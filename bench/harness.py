@@ -263,14 +263,15 @@ class GatewayProcess:
     """
 
     def __init__(self, base: list[str], env: Mapping[str, str], log_path: Path, port: int,
-                 extra_args: Iterable[str] = (), wrapper: Iterable[str] = ()) -> None:
+                 extra_args: Iterable[str] = (), wrapper: Iterable[str] = (),
+                 cwd: Path = REPO) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.command = [*wrapper, *base, "serve", "--port", str(port), *extra_args]
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(  # noqa: S603
-            self.command, env=dict(env), cwd=REPO, stdin=subprocess.DEVNULL, stdout=self._log,
+            self.command, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT, start_new_session=True,
         )
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
+import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -30,7 +32,13 @@ from soak_scenario import OPS, Phase, Resource, SoakOps
 from gateway.janus.process import free_port
 
 GATEWAY_ENV = {
+    # Every rate limit off: one client address makes thousands of sessions a
+    # minute here (with the 120/minute publish default, 2 in 3 publishes were
+    # 429 and ICE restarts had almost nothing to restart).
     "WHIP_GATEWAY_RATE_LIMIT_PER_CLIENT": "",
+    "WHIP_GATEWAY_RATE_LIMIT_VIEW_PER_CLIENT": "",
+    "WHIP_GATEWAY_RATE_LIMIT_PUBLISH_PER_CLIENT": "",
+    "WHIP_GATEWAY_RATE_LIMIT_PER_SESSION": "",
     "WHIP_GATEWAY_RATE_LIMIT_PER_STREAM": "",
     "WHIP_GATEWAY_PUBLISHER_CONNECT_TIMEOUT": "3",
     "WHIP_GATEWAY_PUBLISHER_MEDIA_TIMEOUT": "2",
@@ -102,6 +110,93 @@ def managed_nodes(gateway_pid: int) -> dict[str, JanusNodeInfo]:
     return {n.role: n for n in nodes}
 
 
+# The gateway's line for each Janus exit (gateway/janus/process.py): -N is signal N.
+EXIT_LINE = re.compile(r"Janus exited \(code (-?\d+|None)\)")
+
+
+def janus_by_config(folder: Path) -> int | None:
+    """The live Janus started with ``-C <folder>/janus.jcfg``, or None.
+
+    A node keeps its config folder across restarts, and its pid does not: a
+    planned kill looks its target up here at the moment of the kill (a pid
+    remembered from before an unplanned restart would hit the dead process).
+    """
+    config = str(folder / "janus.jcfg").encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"-C" in args and args.index(b"-C") + 1 < len(args) and args[args.index(b"-C") + 1] == config:
+            st = proc_stat(int(entry.name))
+            if st and st[0] == "janus" and st[1] != "Z":
+                found.append(int(entry.name))
+    return max(found) if found else None
+
+
+def exit_status(pid: int) -> int | None:
+    """The wait status of a zombie ``pid`` (/proc/PID/stat field 52), or None if gone/alive."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = stat[stat.rindex(")") + 2:].split()
+    if rest[0] != "Z" or len(rest) < 50:
+        return None
+    return int(rest[49])
+
+
+def describe_status(status: int | None) -> Json:
+    """A wait status as signal name / exit code / core dumped."""
+    if status is None:
+        return {"signal": None, "exit_code": None, "core_dumped": None}
+    sig = status & 0x7F
+    if sig:
+        return {"signal": signal.Signals(sig).name if sig in signal.Signals._value2member_map_
+                else f"signal {sig}", "exit_code": None, "core_dumped": bool(status & 0x80)}
+    return {"signal": None, "exit_code": (status >> 8) & 0xFF, "core_dumped": False}
+
+
+def chroot_wrapper(workdir: Path, root: Path) -> Path:
+    """A Janus "binary" that runs the chroot's Janus (e.g. 1.4.1 of deploy/janus-sid.sh).
+
+    The gateway writes a node's configs to a host folder and passes its path;
+    the wrapper bind-mounts that folder at the same path inside the chroot in a
+    mount namespace of its own, then execs chroot, which execs Janus: the pid
+    the gateway holds is Janus's, and ``-C`` names the same path on both sides.
+    """
+    script = workdir / "janus-chroot.sh"
+    script.write_text(f"""#!/bin/sh
+root={str(root)!r}
+folder=""
+prev=""
+for arg in "$@"; do [ "$prev" = "-F" ] && folder="$arg"; prev="$arg"; done
+exec unshare --mount --propagation private /bin/sh -c \
+  'r=$1; f=$2; shift 2; mkdir -p "$r$f" && mount --bind "$f" "$r$f" && exec chroot "$r" /usr/bin/janus "$@"' \
+  janus-chroot "$root" "$folder" "$@"
+""")
+    script.chmod(0o755)
+    return script
+
+
+def backtrace(core: Path, chroot: Path | None, timeout: float = 240.0) -> str:
+    """gdb's backtrace of a Janus core: the crashing thread, then every thread (short)."""
+    binary = (chroot / "usr/bin/janus") if chroot else Path("/usr/bin/janus")
+    command = ["gdb", "-batch", "-nx"]
+    if chroot is not None:
+        command += ["-ex", f"set sysroot {chroot}"]
+    command += ["-ex", "bt 40", "-ex", "info threads", "-ex", "thread apply all bt 12",
+                str(binary), str(core)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"gdb failed: {exc!r}"
+    return done.stdout + done.stderr[-2000:]
+
+
 # --------------------------------------------------------------------------
 # the gateway process
 
@@ -110,18 +205,24 @@ class Gateway(GatewayProcess):
     """The gateway in its embedded default: two Janus nodes of its own, supervised."""
 
     def __init__(self, workdir: Path, log_level: str, extra_env: list[str],
-                 heap_dir: Path | None = None) -> None:
+                 heap_dir: Path | None = None, janus_chroot: Path | None = None) -> None:
         env = gateway_env(clean=True)
         env["PYTHONUNBUFFERED"] = "1"
         env.update(GATEWAY_ENV)
+        self.workdir = workdir
+        self.janus_chroot = janus_chroot
+        if janus_chroot is not None:
+            env["WHIP_GATEWAY_JANUS_BINARY"] = str(chroot_wrapper(workdir, janus_chroot))
         apply_env_items(env, extra_env, prepend=())
         self.env = {k: v for k, v in env.items() if k.startswith("WHIP_GATEWAY_")}
         self.heap_dir = heap_dir
         self.heap_dumps = 0
         # With heap_dir, the same CLI under tracemalloc, dumping its heap on SIGUSR2.
         base = gateway_base(env, heap=heap_dir)
+        # Janus inherits the gateway's working directory: with core_pattern
+        # "core", that is where a crashing Janus leaves its core dump.
         super().__init__(base, env, workdir / "gateway.log", free_port(),
-                         ["--janus-interface", "v0", "--log-level", log_level])
+                         ["--janus-interface", "v0", "--log-level", log_level], cwd=workdir)
         self.janus_pids: set[int] = set()  # every Janus child ever seen
         self.janus_folders: set[Path] = set()
 
@@ -157,6 +258,13 @@ class Gateway(GatewayProcess):
         left = sorted(pid for pid in self.janus_pids | set(self.janus_by_folder())
                       if (st := proc_stat(pid)) and st[0] == "janus" and st[1] != "Z")
         return {"returncode": self.proc.returncode, "stop_s": took, "janus_left": left}
+
+    def core_paths(self) -> list[Path]:
+        """Where a Janus of this run dumps core (core_pattern "core": its working directory)."""
+        paths = [self.workdir / "core"]
+        if self.janus_chroot is not None:
+            paths.append(self.janus_chroot / "core")  # chroot(1) changes to the new root
+        return paths
 
     def janus_by_folder(self) -> list[int]:
         """Any Janus process, whoever its parent, running from one of our config folders."""
@@ -302,6 +410,13 @@ class Soak(SoakOps):
         self.nodes = gateway.nodes()
         self.stop_ops_at = float("inf")
         self.aborted = False
+        self.started = time.monotonic()
+        self.planned_pids: set[int] = set()  # Janus pids the bench SIGKILLs itself
+        self.crashes: list[Json] = []  # every other Janus exit
+        self.kill_errors: list[Json] = []
+        self.crash_dir: Path | None = None  # where crash evidence is copied
+        self._fills: set[asyncio.Task[None]] = set()
+        self._log_pos = 0  # "Janus exited" lines of the gateway log read so far
 
     def admin(self, role: str) -> Admin:
         return Admin(self.admin_http, self.nodes[role])
@@ -328,16 +443,21 @@ class Soak(SoakOps):
                 next_index += 1
                 if i in kill_at:
                     kill_tasks.append(asyncio.create_task(self.kill(kill_at[i], i)))
+                if kills and self.args.inject_crash and i == self.args.inject_crash[1]:
+                    self.inject_crash(self.args.inject_crash[0])
                 if i % 200 == 0:
                     self.forget_old()
-                    if i % 500 == 0:
-                        self.sample(name, i)
-                await self.one(plan[i])
+                if i % 500 == 0:  # RSS against operations, for the plateau
+                    self.sample(name, i)
+                self.next_index = i
+                await self.one(plan[i], i)
                 self.phase.ops += 1
 
         await asyncio.gather(*(worker() for _ in range(self.args.concurrency)))
         if kill_tasks:
-            await asyncio.gather(*kill_tasks)
+            for outcome in await asyncio.gather(*kill_tasks, return_exceptions=True):
+                if isinstance(outcome, Exception):  # reported; the run goes on to its report
+                    self.kill_errors.append({"error": repr(outcome)})
         self.phase.elapsed = time.monotonic() - self.phase.started
 
     def sample(self, phase: str, index: int) -> None:
@@ -355,14 +475,36 @@ class Soak(SoakOps):
     async def kill(self, role: str, at_op: int) -> None:
         """SIGKILL one managed Janus; time how the gateway notices and restarts it."""
         old = self.nodes[role]
-        event: Json = {"role": role, "at_op": at_op, "old_pid": old.pid}
+        event: Json = {"role": role, "at_op": at_op}
         # Mountpoint ports just before the kill: forwarders still aimed at them
         # afterwards were left behind for the dead node's mountpoints.
         await self.audit(f"just before the {role} kill")
         before = dict(self.audits[-1].get("mountpoint_ports", {}))
+        # The target is whatever Janus runs from the node's folder now: after an
+        # unplanned restart, the pid known at start is long gone.
+        target = None
+        for _ in range(100):  # the node may be restarting right now: up to ~10 s
+            target = janus_by_config(old.folder)
+            if target is not None:
+                break
+            await asyncio.sleep(0.1)
+        if target is None:
+            event["error"] = f"no live Janus runs from {old.folder}; not killed"
+            self.kill_errors.append(event)
+            print(f"  planned {role} kill at op {at_op}: {event['error']}", flush=True)
+            return
+        event["old_pid"] = target
         t0 = time.monotonic()
         event["t_kill"] = round(t0, 3)
-        os.kill(old.pid, signal.SIGKILL)
+        self.planned_pids.add(target)
+        try:
+            os.kill(target, signal.SIGKILL)
+        except ProcessLookupError:
+            event["error"] = f"Janus {target} of {old.folder} exited just before the kill"
+            self.kill_errors.append(event)
+            print(f"  planned {role} kill at op {at_op}: {event['error']}", flush=True)
+            return
+        old = JanusNodeInfo(**{**old.__dict__, "pid": target})
         outage: Json = {"role": role, "start": t0, "end": None}
         self.outages.append(outage)
         deadline = t0 + 30
@@ -405,6 +547,107 @@ class Soak(SoakOps):
             found["orphans_aimed_at_killed_mountpoints"] = [
                 {**o, "old_mountpoint": before[str(o["port"])]}
                 for o in found.get("orphan_detail", []) if str(o["port"]) in before]
+
+    # -- unplanned Janus exits --------------------------------------------
+
+    def inject_crash(self, role: str) -> None:
+        """SIGSEGV to a node's Janus, NOT counted as planned: the test of the crash path."""
+        pid = janus_by_config(self.nodes[role].folder)
+        if pid is not None:
+            os.kill(pid, signal.SIGSEGV)
+
+    async def watch_janus(self, every: float = 0.05) -> None:
+        """Notice every exit of a Janus of this run, and record the unplanned ones.
+
+        Polls each node's pid; a zombie still holds its wait status (the gateway
+        reaps it within ~0.25 s).  The gateway log's "Janus exited (code N)"
+        lines are the cross-check at the end (``crashes_from_log``).
+        """
+        watched: dict[str, int | None] = {role: node.pid for role, node in self.nodes.items()}
+        folders = {role: node.folder for role, node in self.nodes.items()}
+        while True:
+            for role, pid in list(watched.items()):
+                if pid is None:
+                    new = janus_by_config(folders[role])
+                    if new is not None:
+                        watched[role] = new
+                        try:
+                            self.nodes[role] = read_node(new)
+                        except (OSError, ValueError):
+                            pass
+                    continue
+                st = proc_stat(pid)
+                if st is not None and st[1] != "Z":
+                    continue
+                status = exit_status(pid)
+                watched[role] = None
+                if pid not in self.planned_pids:
+                    self.crash(role, pid, status)
+            await asyncio.sleep(every)
+
+    def crash(self, role: str, pid: int, status: int | None) -> None:
+        """Record an unplanned exit: signal, time, operation number, operations in flight."""
+        now = time.monotonic()
+        event: Json = {
+            "role": role, "pid": pid, **describe_status(status),
+            "t_run_s": round(now - self.started, 3), "wall": time.strftime("%H:%M:%S"),
+            "phase": next((k for k, v in self.phases.items() if v is self.phase), "?"),
+            "op": getattr(self, "next_index", None),
+            "in_flight": [dict(v) for v in self.in_flight.values()],
+        }
+        self.outages.append({"role": role, "start": now, "end": now + 3.0, "event": event,
+                             "unplanned": True})
+        self.crashes.append(event)
+        if status is None:  # reaped before we looked: the gateway's log line says how it ended
+            task = asyncio.get_running_loop().create_task(self.status_from_log(event))
+            self._fills.add(task)
+            task.add_done_callback(self._fills.discard)
+        what = event["signal"] or (f"exit code {event['exit_code']}" if status is not None
+                                   else "status from the gateway log, below")
+        print(f"  UNPLANNED EXIT: {role} Janus {pid} ({what}) at {event['t_run_s']} s, "
+              f"{event['phase']} op {event['op']}; in flight: "
+              + "; ".join(f"#{f.get('i')} {f.get('op')} {f.get('target', '')}"
+                          for f in event["in_flight"]), flush=True)
+        self.keep_evidence(event)
+
+    async def status_from_log(self, event: Json, bound: float = 5.0) -> None:
+        """Fill an exit's signal from the next unread non-SIGKILL "Janus exited" log line."""
+        deadline = time.monotonic() + bound
+        while time.monotonic() < deadline:
+            try:
+                text = self.gw.log_path.read_text(errors="replace")
+            except OSError:
+                return
+            for found in EXIT_LINE.finditer(text, self._log_pos):
+                if found.group(1) not in ("-9", "None"):
+                    self._log_pos = found.end()
+                    event.update(describe_status(-int(found.group(1)) if int(found.group(1)) < 0
+                                                 else int(found.group(1)) << 8))
+                    event["status_from"] = "gateway log"
+                    print(f"  UNPLANNED EXIT: {event['role']} Janus {event['pid']} was "
+                          f"{event['signal'] or 'exit code ' + str(event['exit_code'])}", flush=True)
+                    return
+            await asyncio.sleep(0.1)
+
+    def keep_evidence(self, event: Json) -> None:
+        """Copy the node's Janus log and its core dump out of the run's temporary folders."""
+        if self.crash_dir is None:
+            return
+        dest = self.crash_dir / f"{event['role']}-{event['pid']}"
+        try:
+            dest.mkdir(parents=True, exist_ok=True)
+            node = self.nodes[event["role"]]
+            log_file = node.folder / "janus.log"
+            if log_file.exists():
+                shutil.copy2(log_file, dest / "janus.log")
+                event["janus_log"] = str(dest / "janus.log")
+            for core in self.gw.core_paths():
+                if core.exists() and core.stat().st_mtime >= time.time() - 30:
+                    shutil.move(str(core), dest / "core")
+                    event["core"] = str(dest / "core")
+                    break
+        except OSError as exc:
+            event["evidence_error"] = repr(exc)
 
     async def health(self) -> dict[str, Json]:
         try:

@@ -110,7 +110,7 @@ def summarize(soak: Any, results: Json) -> None:
     results["main"] = {
         "ops": main.ops,
         "elapsed_s": main.elapsed,
-        "ops_per_s": main.ops / main.elapsed if main.elapsed else None,
+        "ops_per_s": main.ops / main.elapsed if main.elapsed else None,  # None: cut short
         "statuses": statuses,
         "latency_ms": {op: {"p50": percentile(v, 50), "p95": percentile(v, 95), "max": max(v)}
                        for op, v in main.latency_ms.items() if v},
@@ -124,6 +124,7 @@ def summarize(soak: Any, results: Json) -> None:
                           if str(s).startswith("exception")),
         "exception_samples": main.exceptions,
         "unexpected_samples": main.unexpected,
+        "unexpected": main.unexpected_n,
     }
     warm = soak.phases.get("warmup")
     if warm is not None:
@@ -132,19 +133,109 @@ def summarize(soak: Any, results: Json) -> None:
                                           for op in OPS}}
 
 
+MISSING = "missing"
+
+
+def num(value: Any, spec: str = ".1f", missing: str = MISSING) -> str:
+    """``value`` formatted, or "missing": a figure the run never got is shown as such."""
+    if value is None or isinstance(value, str):
+        return missing if value is None else value
+    try:
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def failures_of(results: Json) -> list[str]:
+    """Why the run fails, if it does: unplanned Janus exits, leaks, unexpected 5xx, …"""
+    failures = []
+    crashes = results.get("crashes") or []
+    if crashes:
+        failures.append(f"{len(crashes)} unplanned Janus exit(s)")
+    if results.get("kill_errors"):
+        failures.append("planned kill(s) not done")
+    m = results.get("main")
+    if m is None:
+        failures.append("no main phase figures")
+    else:
+        if m.get("fivexx_not_503"):
+            failures.append("5xx other than 503")
+        if m.get("timeouts") or m.get("exceptions"):
+            failures.append("timeouts/exceptions")
+        if m.get("unexpected"):
+            failures.append(f"{m['unexpected']} unexpected answers (e.g. 429)")
+    end = results.get("end")
+    if end is None or leak_total(end.get("janus", {"?": {"error": "missing"}})) != 0:
+        failures.append("Janus leftovers (or not measured)")
+    if end is not None and end.get("streams_left"):
+        failures.append("streams left in the gateway")
+    if end is not None and any((end.get("node_load") or {}).values()):
+        failures.append("node load not back to 0")
+    heap = results.get("heap")
+    if heap and any(heap["sessions_alive_end"].values()):
+        failures.append("session objects alive in the empty gateway")
+    rss = results.get("rss")
+    if rss is None:
+        failures.append("RSS growth not measured")
+    elif (rss.get("steady_growth_pct") if rss.get("steady_growth_pct") is not None
+          else rss["growth_pct"]) >= 5:
+        failures.append("RSS growth >= 5 % over the second half of the run")
+    if (results.get("gateway_exit") or {}).get("janus_left"):
+        failures.append("Janus processes left")
+    return failures
+
+
+def crash_report(results: Json) -> list[str]:
+    """Each unplanned Janus exit: signal, time, operation number, what was in flight."""
+    crashes = results.get("crashes") or []
+    out = [f"unplanned Janus exits: {len(crashes)} (target 0)"]
+    for c in crashes:
+        what = c.get("signal") or (f"exit code {c['exit_code']}" if c.get("exit_code") is not None
+                                   else "unknown status")
+        out.append(f"  {c.get('role')} Janus {c.get('pid')}: {what}"
+                   f"{' (core dumped)' if c.get('core_dumped') else ''} at "
+                   f"{num(c.get('t_run_s'), '.1f')} s ({c.get('wall', MISSING)}), "
+                   f"{c.get('phase', MISSING)} op {num(c.get('op'), 'd')}"
+                   + (f" [{c['source']}]" if c.get("source") else ""))
+        flight = c.get("in_flight") or []
+        if flight:
+            out.append("    in flight: " + "; ".join(
+                f"#{f.get('i')} {f.get('op')} {f.get('target', '')}".rstrip() for f in flight))
+        for key in ("janus_log", "core", "backtrace_file"):
+            if c.get(key):
+                out.append(f"    {key}: {c[key]}")
+        for frame in (c.get("backtrace_top") or [])[:8]:
+            out.append(f"    {frame[:160]}")
+    for k in results.get("kill_errors") or []:
+        out.append(f"  planned kill not done: {k}")
+    return out
+
+
 def report(results: Json) -> str:
+    """The whole report; a section that cannot be shown says so, the rest still is."""
+    out: list[str] = []
+    for section in (_main_report, crash_report):
+        try:
+            out.extend(section(results))
+        except Exception as exc:  # noqa: BLE001 - a report must never hide the rest
+            out.append(f"[{section.__name__}: could not be shown: {exc!r}]")
+    return "\n".join(out)
+
+
+def _main_report(results: Json) -> list[str]:
     out = []
     p = results["params"]
     m = results.get("main")
     if m is None:
-        return "no main phase ran"
-    out.append(f"soak: {m['ops']} ops (+{p['warmup']} warm-up), concurrency {p['concurrency']}, "
+        return ["no main phase ran"]
+    out.append(f"soak: {m['ops']} ops (+{results.get('warmup_ops', p['warmup'])} warm-up ops in "
+               f"{results.get('warmup_s', MISSING)} s), concurrency {p['concurrency']}, "
                f"media share {p['media_share']} (at most {p['max_media']} media publishers and "
                f"{p['max_media']} media viewers), "
                f"{p['streams']} streams, seed {p['seed']}"
                + ("  ABORTED (run-time cap)" if results.get("aborted") else ""))
-    out.append(f"main phase {m['elapsed_s']:.1f} s, {m['ops_per_s']:.1f} ops/s; whole run "
-               f"{results.get('elapsed_s', float('nan')):.1f} s")
+    out.append(f"main phase {num(m.get('elapsed_s'))} s, {num(m.get('ops_per_s'))} ops/s; "
+               f"whole run {num(results.get('elapsed_s'))} s")
     out.append("")
     out.append(f"{'op':<12}{'n':>6}  {'p50 ms':>7}{'p95 ms':>8}{'max ms':>8}  statuses")
     for op in OPS:
@@ -175,7 +266,8 @@ def report(results: Json) -> str:
     for message, n in list(m.get("503_messages", {}).items())[:10]:
         out.append(f"  503 x{n}: {message[:150]}")
     out.append(f"5xx other than 503: {m['fivexx_not_503'] or 0}; timeouts: {m['timeouts']}; "
-               f"exceptions: {m['exceptions']}")
+               f"exceptions: {m['exceptions']}; other unexpected answers: "
+               f"{m.get('unexpected', MISSING)}")
     for sample in m["unexpected_samples"][:8]:
         out.append(f"  unexpected: {sample['op']} -> {sample['status']}: {sample['detail'][:160]}")
     for sample in m["exception_samples"][:5]:
@@ -217,12 +309,20 @@ def report(results: Json) -> str:
         if again is not None:
             out.append(f"  5 s later: total {leak_total(again)} (target 0)")
     rss = results.get("rss")
+    if not rss:
+        out.append("")
+        out.append(f"gateway RSS growth: {MISSING} (the run did not reach its end)")
     if rss:
         out.append("")
-        out.append(f"gateway RSS: start {rss['start_kb'] / 1024:.1f} MiB (after {p['warmup']} warm-up "
+        out.append(f"gateway RSS: start {rss['start_kb'] / 1024:.1f} MiB (after "
+                   f"{results.get('warmup_ops', p['warmup'])} warm-up "
                    f"ops and their clean-up, so imports, lazy set-up and caches are excluded), "
-                   f"end {rss['end_kb'] / 1024:.1f} MiB, growth {rss['growth_pct']:+.2f} % "
-                   f"(target < 5 %); peak seen {rss['peak_kb'] / 1024:.1f} MiB")
+                   f"end {rss['end_kb'] / 1024:.1f} MiB, growth {rss['growth_pct']:+.2f} %; "
+                   f"peak seen {rss['peak_kb'] / 1024:.1f} MiB")
+        out.append(f"gateway RSS over the second half (steady state): "
+                   f"{num(rss.get('half_kb') and rss['half_kb'] / 1024)} -> "
+                   f"{rss['end_kb'] / 1024:.1f} MiB, {num(rss.get('steady_growth_pct'), '+.2f')} % "
+                   "(target < 5 %)")
         marks = rss.get("trajectory_kb") or {}
         if marks:
             out.append("gateway RSS during the run: " + ", ".join(
@@ -256,6 +356,6 @@ def report(results: Json) -> str:
     if stop:
         out.append(f"gateway stopped (exit {stop['returncode']}) in {stop['stop_s']:.1f} s; Janus "
                    f"processes left: {stop['janus_left'] or 'none'}")
-    return "\n".join(out)
+    return out
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import json
 import random
 import secrets
@@ -42,6 +43,8 @@ EXPECTED = {
 # Per kind of media peer: its counters (attempts, made), its lifetime in s before a DELETE/drop.
 MEDIA_COUNTERS = {"whip": ("publish_attempts", "publishers"), "whep": ("view_attempts", "viewers")}
 MEDIA_LIFETIME = {"whip": (4.0, 12.0), "whep": (3.0, 8.0)}
+# The in-flight entry of the operation running in this task (see SoakOps.one).
+_CURRENT: contextvars.ContextVar[Json | None] = contextvars.ContextVar("soak_op", default=None)
 RECENT_S = 2.0  # a resource this young is most likely still alive at the gateway
 FORGET_S = 20.0  # signalling-only resources older than this are forgotten (abandoned)
 
@@ -128,6 +131,7 @@ class Phase:
     statuses: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
     latency_ms: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     unexpected: list[Json] = field(default_factory=list)
+    unexpected_n: int = 0  # answers outside EXPECTED (a 429 means the soak is misconfigured)
     exceptions: list[str] = field(default_factory=list)
     count_503: list[tuple[float, str, str, str]] = field(default_factory=list)  # t, op, detail, down
     ops: int = 0
@@ -157,6 +161,9 @@ class SoakOps:
         self.live: set[str] = set()  # from /api/streams
         self.published: set[str] = set()
         self.outages: list[Json] = []  # Janus nodes down: a 503 then is expected
+        # Operations in flight, by a token of their own: what was going on when
+        # a Janus crashed (op, index, target resource).
+        self.in_flight: dict[int, Json] = {}
 
     # -- bookkeeping ------------------------------------------------------
 
@@ -173,9 +180,11 @@ class SoakOps:
             down = [o["role"] for o in self.outages
                     if o["start"] <= time.monotonic() <= (o["end"] or float("inf"))]
             ph.count_503.append((time.monotonic(), op, message, ",".join(down) or "none"))
-        elif status not in EXPECTED[op] and status != "no_target" and len(ph.unexpected) < 50:
-            ph.unexpected.append({"op": op, "status": status, "t": round(time.monotonic(), 3),
-                                  "detail": detail[:300]})
+        elif status not in EXPECTED[op] and status != "no_target":
+            ph.unexpected_n += 1
+            if len(ph.unexpected) < 50:
+                ph.unexpected.append({"op": op, "status": status, "t": round(time.monotonic(), 3),
+                                      "detail": detail[:300]})
 
     def pick(self, *, kinds: tuple[str, ...] = ("whip", "whep"), recent: bool = False,
              signalling_only: bool = False, prefer_overdue: bool = False) -> Resource | None:
@@ -280,6 +289,9 @@ class SoakOps:
         """POST an offer to /whip|whep/<stream>; a 201 is a resource, a media peer connects."""
         noun = MEDIA_COUNTERS[kind][1]
         registered = False
+        entry = _CURRENT.get()
+        if entry is not None:
+            entry["target"] = f"/{kind}/{stream}"
         try:
             r = await self.http.post(f"{self.url}/{kind}/{stream}", content=offer.sdp,
                                      headers={"Content-Type": SDP})
@@ -316,6 +328,7 @@ class SoakOps:
         res = self.pick(recent=True)
         if res is None:
             return "no_target", ""
+        self.note(res)
         res.busy = True
         try:
             body = trickle_fragment(res.ufrag, res.pwd, res.offer.candidate, res.offer.mids)
@@ -330,6 +343,7 @@ class SoakOps:
         res = self.pick(kinds=("whip",), recent=True, signalling_only=True)
         if res is None:
             return "no_target", ""
+        self.note(res)
         res.busy = True
         try:
             ufrag, pwd = secrets.token_hex(4), secrets.token_hex(16)
@@ -350,6 +364,7 @@ class SoakOps:
         if res is None:
             return "no_target", ""
         self.take(res)
+        self.note(res)
         try:
             r = await self.http.delete(res.url)
             return r.status_code, r.text
@@ -361,12 +376,23 @@ class SoakOps:
         if res is None:
             return "no_target", ""
         self.take(res)
+        self.note(res)
         await self.close_peer(res)  # a media peer hangs up (DTLS close), no DELETE
         return "dropped", ""
 
-    async def one(self, op: str) -> None:
+    def note(self, res: Resource) -> None:
+        """The resource the current operation works on (for a crash report)."""
+        entry = _CURRENT.get()
+        if entry is not None:
+            entry["target"] = f"{res.kind} {res.url.rsplit('/', 1)[-1][:8]} ({res.stream})"
+
+    async def one(self, op: str, index: int = -1) -> None:
         t0 = time.perf_counter()
         detail = ""
+        entry: Json = {"op": op, "i": index}
+        token = id(entry)
+        self.in_flight[token] = entry
+        _CURRENT.set(entry)
         try:
             status, detail = await asyncio.wait_for(getattr(self, f"op_{op}")(),
                                                     self.args.op_timeout)
@@ -376,5 +402,8 @@ class SoakOps:
             status = f"exception:{type(exc).__name__}"
             if len(self.phase.exceptions) < 30:
                 self.phase.exceptions.append(f"{op}: {exc!r}")
+        finally:
+            del self.in_flight[token]
+            _CURRENT.set(None)
         self.record(op, status, time.perf_counter() - t0, detail)
 

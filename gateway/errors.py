@@ -128,6 +128,19 @@ class StreamBusy(GatewayError):
     retry_after_default = 5
 
 
+class IceRestartInProgress(GatewayError):
+    """A second ICE restart of one publisher while the first is still with Janus.
+
+    Janus 1.1.2 can crash when a publisher's handle gets a new offer while
+    another one, or its hang-up, is in flight (bench/README.md, issue 11), so
+    the gateway sends one at a time and the client retries shortly.
+    """
+
+    status = 409
+    title = "An ICE restart of this session is in progress"
+    retry_after_default = 1
+
+
 class StreamNotLive(GatewayError):
     """WHEP draft-03, Session Management: no live publisher to watch yet."""
 

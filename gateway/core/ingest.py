@@ -25,7 +25,8 @@ from gateway.core.streams import (
     StreamRegistry,
     new_etag,
 )
-from gateway.errors import GatewayError, MediaServerUnavailable, ResourceNotFound, StreamBusy
+from gateway.errors import (GatewayError, IceRestartInProgress, MediaServerUnavailable,
+                            ResourceNotFound, StreamBusy)
 from gateway.janus.node import JanusNode
 from gateway.janus.peer import PeerObserver
 from gateway.janus.videoroom import RoomOptions, RoomPublisher
@@ -91,6 +92,9 @@ class Ingest:
         self.registry = registry or StreamRegistry()
         self._ending: set[asyncio.Task[None]] = set()
         pool.observe(self)
+        # ICE restarts in flight, by session id: Janus must never get a second
+        # offer, or a hang-up, on a handle whose restart it is still handling.
+        self._restarts: dict[str, asyncio.Future[None]] = {}
 
     # -- requests ---------------------------------------------------------
 
@@ -189,14 +193,29 @@ class Ingest:
         )
 
     async def _restart_ice(self, session: PublisherSession, frag: sdp.SdpFragment) -> PatchResult:
-        """Re-offer to Janus with the new credentials; keep the old ICE session on failure."""
+        """Re-offer to Janus with the new credentials; keep the old ICE session on failure.
+
+        One restart per publisher at a time (a second one is refused with 409
+        and Retry-After), and ``_end`` waits for it before hanging up: Janus
+        1.1.2 can crash when those overlap on one handle (issue 11; upstream, the
+        closest report is meetecho/janus-gateway#3503, a SIGSEGV in the VideoRoom
+        handler after an ICE restart; the overlaps are replayed against a bare
+        Janus in tests/integration/test_janus_restart_overlap.py).
+        """
         backend = _backend(session)
+        if session.id in self._restarts:
+            raise IceRestartInProgress("an ICE restart of this session is still in progress")
         offer = sdp.after_ice_restart(session.offer, frag)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._restarts[session.id] = done
         try:
             answer = await backend.renegotiate(str(offer), timeout=self.policy.janus_timeout)
         except GatewayError as exc:
             log.warning("stream %s: ICE restart failed: %s", session.stream, exc.detail)
             raise
+        finally:
+            del self._restarts[session.id]
+            done.set_result(None)
         fragment = sdp.fragment_of(answer)
         session.offer = offer
         session.remote_ufrag, session.remote_pwd = frag.ice_ufrag, frag.ice_pwd
@@ -254,6 +273,9 @@ class Ingest:
         log.info("stream %s: publisher %s ended: %s", session.stream, session.id[:8], reason)
         if session.backend is not None:
             self.registry.announce(session, PublisherChange.ENDED)
+            restart = self._restarts.get(session.id)
+            if restart is not None:  # never hang up under a restart (bounded by its timeout)
+                await asyncio.shield(restart)
             await session.backend.close()
             if self.recorder is not None:
                 self.recorder.closed(session)

@@ -187,11 +187,15 @@ class RoomPublisher(JanusPeer):
             return  # closed already, or the node's session died with every handle
         async with self._forwarding:  # wait out a stop_rtp_forward in flight
             pass
-        await quietly(self.handle.detach())  # detaching hangs up the PeerConnection
+        # The room goes first, while the publisher's handle is still whole:
+        # Janus 1.1.2 crashed (SIGSEGV in janus_plugin_session_is_alive, from
+        # close_pc in the room's destroy) when the destroy came right after the
+        # detach, whose handle teardown was still running (issue 11).
         try:
             await _destroy_room(self.node, self.room_id)
         except (JanusError, JanusUnreachable) as exc:
             log.warning("room %s on %s not destroyed: %s", self.room_id, self.node.name, exc)
+        await quietly(self.handle.detach())  # detaching hangs up the PeerConnection
 
 
 async def _create_room(node: JanusNode, options: RoomOptions, *, description: str) -> int:

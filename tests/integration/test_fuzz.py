@@ -72,7 +72,9 @@ OFFERS = {n: (FIXTURES / f"{n}.sdp").read_bytes() for n in (
 PUBLISH = [n for n in OFFERS if not n.endswith("_view")]
 VIEW = [n for n in OFFERS if n.endswith("_view")]
 
-FUZZ = settings(max_examples=150, deadline=None, database=None,
+# FUZZ_EXAMPLES=N for a longer run than the default (e.g. 1000 before a release).
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES") or 150), deadline=None,
+                database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
 
@@ -84,8 +86,13 @@ UVICORN_PLAIN: Counter[str] = Counter()
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _print_stats() -> Any:
+def _print_stats(janus: Any) -> Any:
+    pid = janus.proc.pid if janus.proc else None
     yield
+    # Janus here is not supervised: a crash leaves it dead (and the rest failing).
+    alive = janus.running() and janus.proc is not None and janus.proc.pid == pid
+    print(f"\nJanus {pid} after the fuzz tests: {'alive' if alive else 'DEAD (crashed)'}; "
+          f"examples per test {FUZZ.max_examples}")
     for name, counts in STATS.items():
         print(f"\n{name}: {sum(counts.values())} requests, " +
               ", ".join(f"{status}x{n}" for status, n in sorted(counts.items())) +

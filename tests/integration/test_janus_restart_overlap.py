@@ -1,0 +1,124 @@
+"""The Janus request sequences around a publisher ICE restart, against a bare Janus.
+
+Issue 11: under bench/soak.py the ingest Janus 1.1.2 died with SIGSEGV in
+the middle of publisher ICE restarts, once in two runs.  What the gateway
+could send on one VideoRoom publisher handle at that time, before it
+serialized restarts (gateway/core/ingest.py ``_restart_ice``):
+
+- a ``configure`` with a restarted offer (new ice-ufrag/pwd), while
+- a second such ``configure`` (a client retrying its PATCH), or
+- the publisher's teardown (``detach``, which hangs the PeerConnection up,
+  then the room's ``destroy``: the connect-timeout reaper or a DELETE)
+  was still being handled.
+
+Each test sends one of those overlaps straight to a fresh Janus of its own
+(no gateway), ``ROUNDS`` times, and asserts that Janus is still alive.
+Upstream, the closest report is meetecho/janus-gateway#3503 (SIGSEGV in
+janus_videoroom_handler on a NULL room after an ICE restart, 1.3.0), and
+#3154 (segfaults on VideoRoom hang-up, 1.1.x).  This file is the
+reproducer to attach there if one of these ever fails; the gateway no
+longer sends any of these overlaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from typing import Any, AsyncIterator
+
+import pytest
+
+from gateway.janus.client import JanusClient, JanusError, JanusHandle, JanusUnreachable
+from gateway.janus.process import JanusProcessConfig, ManagedJanus
+from tests.conftest import read_fixture
+from tests.janus_versions import sid_chroot
+from tests.sandbox import INTERFACE
+
+VIDEOROOM = "janus.plugin.videoroom"
+ROUNDS = 40
+
+
+def restarted(offer: str) -> str:
+    """The same offer with new ICE credentials: what an ICE restart PATCH turns into."""
+    ufrag, pwd = secrets.token_hex(4), secrets.token_hex(12)
+    offer = re.sub(r"a=ice-ufrag:\S+", f"a=ice-ufrag:{ufrag}", offer)
+    return re.sub(r"a=ice-pwd:\S+", f"a=ice-pwd:{pwd}", offer)
+
+
+@pytest.fixture(params=["1.1.2", "1.4.1"])
+async def bare_janus(request: pytest.FixtureRequest) -> AsyncIterator[ManagedJanus]:
+    """A Janus of its own per test: a crash here must not take other tests' Janus down."""
+    chroot = None
+    if request.param == "1.4.1":
+        root = sid_chroot()
+        if not (root / "usr/bin/janus").is_file():
+            pytest.skip(f"no Debian sid Janus chroot at {root}: run deploy/janus-sid.sh")
+        chroot = str(root)
+    process = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, chroot=chroot))
+    await asyncio.to_thread(process.start)
+    try:
+        yield process
+    finally:
+        await asyncio.to_thread(process.stop)
+
+
+async def quietly(call: Any) -> Any:
+    """Any Janus answer, including errors: the overlaps are meant to fail some requests."""
+    try:
+        return await call
+    except (JanusError, JanusUnreachable, TimeoutError) as exc:
+        return exc
+
+
+async def publisher(client: JanusClient, janus: ManagedJanus, control: JanusHandle,
+                    offer: str) -> tuple[JanusHandle, int]:
+    room = secrets.randbits(40) or 1
+    await control.request({"request": "create", "room": room, "publishers": 1,
+                           "admin_key": janus.cfg.plugin_admin_key, "videocodec": "vp8",
+                           "audiocodec": "opus"})
+    session = control.session
+    handle = await session.attach(VIDEOROOM)
+    event = await handle.message({"request": "joinandconfigure", "ptype": "publisher",
+                                  "room": room, "display": "overlap"},
+                                 {"type": "offer", "sdp": offer, "trickle": True})
+    assert event.jsep is not None
+    return handle, room
+
+
+async def overlap_rounds(janus: ManagedJanus, overlap: str) -> None:
+    client = JanusClient(janus.cfg.api_url)
+    offer = read_fixture("sdp", "aiortc_publish.sdp")
+    try:
+        session = await client.create_session()
+        control = await session.attach(VIDEOROOM)
+        for _ in range(ROUNDS):
+            handle, room = await publisher(client, janus, control, offer)
+            restart = handle.message({"request": "configure"},
+                                     {"type": "offer", "sdp": restarted(offer), "trickle": True},
+                                     timeout=5)
+            destroy = control.request({"request": "destroy", "room": room,
+                                       "admin_key": janus.cfg.plugin_admin_key})
+            if overlap == "restart+restart":
+                second = handle.message({"request": "configure"},
+                                        {"type": "offer", "sdp": restarted(offer),
+                                         "trickle": True}, timeout=5)
+                await asyncio.gather(quietly(restart), quietly(second))
+                await quietly(handle.detach())
+                await quietly(destroy)
+            elif overlap == "restart+detach":
+                await asyncio.gather(quietly(restart), quietly(handle.detach()))
+                await quietly(destroy)
+            else:  # restart+destroy: the room goes while the restart is handled
+                await asyncio.gather(quietly(restart), quietly(destroy))
+                await quietly(handle.detach())
+            assert janus.running(), f"Janus died during {overlap}; see {janus.log_path}"
+        assert (await client.info())["janus"] == "server_info"
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("overlap", ["restart+restart", "restart+detach", "restart+destroy"])
+async def test_janus_survives_an_ice_restart_overlapping(bare_janus: ManagedJanus,
+                                                         overlap: str) -> None:
+    await overlap_rounds(bare_janus, overlap)
