@@ -37,6 +37,8 @@ class JanusAdmin:
                 reply = await response.json(content_type=None)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             raise JanusUnreachable(f"admin {path}: {exc!r}") from exc
+        if not isinstance(reply, dict):  # an empty body (a Janus still starting) reads as None
+            raise JanusUnreachable(f"admin {path}: no JSON object in the reply ({reply!r})")
         if reply.get("janus") == "error":
             err = reply.get("error") or {}
             raise JanusError(int(err.get("code", 0)), str(err.get("reason", "")))
