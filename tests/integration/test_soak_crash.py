@@ -42,7 +42,8 @@ def test_soak_survives_and_reports_an_injected_sigsegv(tmp_path: Path) -> None:
     assert Path(crash["core"]).is_file()  # core_dumped is unknown when read from the log
     assert crash["backtrace_top"], "gdb gave no frames"
     # The planned kills still happened, on the restarted processes.
-    assert [e["event"]["role"] for e in results["restarts"]] == ["ingest", "egress"]
+    # Both planned kills were carried out (the restarts may be recorded in either order).
+    assert sorted(e["event"]["role"] for e in results["restarts"]) == ["egress", "ingest"]
     assert all("t_kill" in e["event"] for e in results["restarts"])
     assert not results["kill_errors"]
     assert "UNPLANNED EXIT: ingest Janus" in done.stdout
