@@ -32,7 +32,7 @@ from gateway.errors import (
     ResourceNotFound,
     ViewerInOtherRegion,
 )
-from gateway.janus.node import JanusNode, NodeObserver
+from gateway.janus.node import JanusNode, NodeObserver, gateway_handles
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +294,16 @@ class NodePool:
                                          self.viewers_on(n)))
 
     # -- what the operator sees -------------------------------------------------
+
+    async def report(self, node: JanusNode) -> dict[str, Any]:
+        """``describe`` plus what Janus itself counts in the gateway's session
+        (its admin API; None when unknown or slower than 2 s)."""
+        entry = self.describe(node)
+        try:
+            entry["load"]["janus_handles"] = await asyncio.wait_for(gateway_handles(node), 2.0)
+        except asyncio.TimeoutError:
+            entry["load"]["janus_handles"] = None
+        return entry
 
     def describe(self, node: JanusNode) -> dict[str, Any]:
         load = self.load(node)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -29,26 +28,16 @@ from gateway.backend import Backend
 from gateway.config import JanusNodeSettings
 from gateway.errors import MalformedBody
 from gateway.http.admin_auth import require_admin
-from gateway.janus.node import JanusNode, gateway_handles
 
 
 def _backend(request: Request) -> Backend:
     return request.app.state.backend  # type: ignore[no-any-return]
 
 
-async def _describe(backend: Backend, node: JanusNode) -> dict[str, Any]:
-    entry = backend.pool.describe(node)
-    try:
-        entry["load"]["janus_handles"] = await asyncio.wait_for(gateway_handles(node), 2.0)
-    except asyncio.TimeoutError:
-        entry["load"]["janus_handles"] = None
-    return entry
-
-
 async def list_nodes(request: Request) -> JSONResponse:
     require_admin(request)
     backend = _backend(request)
-    nodes = await asyncio.gather(*(_describe(backend, n) for n in list(backend.pool.nodes)))
+    nodes = await asyncio.gather(*(backend.pool.report(n) for n in list(backend.pool.nodes)))
     return JSONResponse({"nodes": list(nodes)})
 
 
@@ -60,7 +49,7 @@ async def add_node(request: Request) -> JSONResponse:
         raise MalformedBody(f"a node's settings, as JSON: {exc}") from None
     backend = _backend(request)
     node = await backend.add_node(spec)
-    return JSONResponse(await _describe(backend, node), status_code=201,
+    return JSONResponse(await backend.pool.report(node), status_code=201,
                         headers={"Location": str(request.url_for("node", name=node.name))})
 
 
@@ -71,19 +60,19 @@ async def node(request: Request) -> Response:
     if request.method == "DELETE":
         await backend.remove_node(name)
         return Response(status_code=204)
-    return JSONResponse(await _describe(backend, backend.pool.get(name)))
+    return JSONResponse(await backend.pool.report(backend.pool.get(name)))
 
 
 async def drain(request: Request) -> JSONResponse:
     require_admin(request)
     backend = _backend(request)
-    return JSONResponse(await _describe(backend, backend.pool.drain(request.path_params["name"])))
+    return JSONResponse(await backend.pool.report(backend.pool.drain(request.path_params["name"])))
 
 
 async def undrain(request: Request) -> JSONResponse:
     require_admin(request)
     backend = _backend(request)
-    return JSONResponse(await _describe(backend, backend.pool.undrain(request.path_params["name"])))
+    return JSONResponse(await backend.pool.report(backend.pool.undrain(request.path_params["name"])))
 
 
 routes = [

@@ -98,3 +98,11 @@ def test_janus_errors_and_vocabulary_stay_inside_janus() -> None:
         text = path.read_text()
         offenders += [f"{relative}: {w}" for w in janus_words if w in text]
     assert offenders == []
+
+
+def test_http_resources_reach_janus_only_through_the_domain() -> None:
+    """HTTP resource -> domain -> backend: no module under http/ imports janus/
+    (the node admin routes once asked Janus's admin API themselves)."""
+    offenders = [f"http/{path.name}: {name}" for path in (GATEWAY / "http").glob("*.py")
+                 for name in _imports(path) if name.startswith("gateway.janus")]
+    assert offenders == []
