@@ -290,6 +290,18 @@ class NativeJanus(RawJanus):
             raise BenchError(f"{body.get('request')}: {event.get('error') or data}")
         return event
 
+    async def watch(self, handle: int, mountpoint: int) -> str:
+        """``watch``: the SDP of Janus's offer for the mountpoint."""
+        event = await self.message(handle, {"request": "watch", "id": mountpoint})
+        jsep = event.get("jsep") or {}
+        if jsep.get("type") != "offer":
+            raise BenchError(f"watch: no offer in {event}")
+        return str(jsep["sdp"])
+
+    async def answer(self, handle: int, answer_sdp: str) -> None:
+        """``start`` with the viewer's answer to that offer."""
+        await self.message(handle, {"request": "start"}, {"type": "answer", "sdp": answer_sdp})
+
     async def detach(self, handle: int) -> None:
         await self.post(f"/{self.session}/{handle}", {"janus": "detach"})
 

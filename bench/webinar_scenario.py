@@ -411,18 +411,13 @@ class Ramp:
         rec.t_post = now()
         handle = await janus.attach(STREAMING)
         self.handles.append((janus, handle))
-        event = await janus.message(handle, {"request": "watch",
-                                             "id": self.cmd["mountpoints"][rec.node]})
+        offer = await janus.watch(handle, self.cmd["mountpoints"][rec.node])
         rec.t_offer = now()
-        jsep = event.get("jsep") or {}
-        if jsep.get("type") != "offer":
-            raise BenchError(f"watch: no offer in {event}")
-        await viewer.pc.setRemoteDescription(RTCSessionDescription(jsep["sdp"], "offer"))
+        await viewer.pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
         viewer.count()
         await viewer.pc.setLocalDescription(await viewer.pc.createAnswer())
         rec.t_local = now()
-        await janus.message(handle, {"request": "start"},
-                            {"type": "answer", "sdp": viewer.pc.localDescription.sdp})
+        await janus.answer(handle, viewer.pc.localDescription.sdp)
         rec.t_answer = now()
 
     async def teardown(self) -> list[str]:

@@ -289,20 +289,16 @@ async def native_batch(conn: Any, cmd: Json) -> tuple[list[Viewer], list[Any]]:
             handle = await janus.attach(STREAMING)
             handles[rec.index] = handle
             rec.t_attached = rec.t_watch = now()
-            event = await janus.message(handle, {"request": "watch", "id": cmd["mountpoint"]})
+            offer = await janus.watch(handle, cmd["mountpoint"])
             rec.t_offer = now()
-            jsep = event.get("jsep") or {}
-            if jsep.get("type") != "offer":
-                raise BenchError(f"watch: no offer in {event}")
             viewer = Viewer(rec)
             viewers.append(viewer)
-            rec.vp8_pt = video_pt(jsep["sdp"])
-            await viewer.pc.setRemoteDescription(RTCSessionDescription(jsep["sdp"], "offer"))
+            rec.vp8_pt = video_pt(offer)
+            await viewer.pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
             viewer.watch_receivers()
             await viewer.pc.setLocalDescription(await viewer.pc.createAnswer())
             rec.t_answer = now()
-            await janus.message(handle, {"request": "start"},
-                                {"type": "answer", "sdp": viewer.pc.localDescription.sdp})
+            await janus.answer(handle, viewer.pc.localDescription.sdp)
             rec.t_started = now()
             await viewer.wait_frame(deadline)
         except Exception as exc:
