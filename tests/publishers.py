@@ -12,6 +12,7 @@ from conformance.offers import obs_shaped  # noqa: F401  (one copy, shared with 
 from gateway.clients.media import TestPatternTrack, ToneTrack
 from gateway.clients.whip import WhipSession, prefer_codec
 from gateway.janus.admin import JanusAdmin
+from gateway.janus.client import JanusError
 
 
 async def aiortc_publisher(
@@ -51,7 +52,12 @@ async def janus_publishers(admin: JanusAdmin) -> list[dict[str, Any]]:
     found = []
     for session_id, handles in (await admin.all_handles()).items():
         for handle_id in handles:
-            info = await admin.handle_info(session_id, handle_id)
+            try:
+                info = await admin.handle_info(session_id, handle_id)
+            except JanusError as exc:
+                if exc.code == JanusError.NO_SUCH_HANDLE:  # freed between the listing and this call
+                    continue
+                raise
             plugin = info.get("plugin_specific") or {}
             if plugin.get("type") != "publisher":
                 continue
