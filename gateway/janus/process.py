@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 JANUS_LIB_DIR = Path("/usr/lib/x86_64-linux-gnu/janus")
 PLUGINS_KEPT = ("libjanus_videoroom.so", "libjanus_streaming.so")
 TRANSPORTS_KEPT = ("libjanus_http.so",)
+WEBSOCKETS = "libjanus_websockets.so"
 
 
 def _disabled(kind: str, kept: tuple[str, ...], root: Path = Path("/")) -> str:
@@ -74,6 +75,11 @@ class JanusProcessConfig:
     session_timeout: int = 60
     debug_level: int = 4
     event_loops: int = 0
+    # Janus's WebSocket transport as well, on ``ws_port`` (0: a free port):
+    # for clients that talk to Janus over WebSocket (janode-based peers in
+    # bench/, or the gateway's own WebSocket client).
+    websockets: bool = False
+    ws_port: int = 0
     # Run Janus inside this root (e.g. the Debian sid one of deploy/janus-sid.sh):
     # ``binary`` is then a path inside it.  The network namespace is shared.
     chroot: str | None = None
@@ -83,6 +89,8 @@ class JanusProcessConfig:
         out = JanusProcessConfig(**self.__dict__)
         out.http_port = self.http_port or free_port(self.host)
         out.admin_port = self.admin_port or free_port(self.host)
+        if self.websockets:
+            out.ws_port = self.ws_port or free_port(self.host)
         return out
 
     @property
@@ -92,6 +100,13 @@ class JanusProcessConfig:
     @property
     def admin_url(self) -> str:
         return f"http://{self.host}:{self.admin_port}/admin"
+
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket transport's address (subprotocol ``janus-protocol``)."""
+        if not self.websockets:
+            raise ValueError("this Janus runs without its WebSocket transport")
+        return f"ws://{self.host}:{self.ws_port}"
 
 
 def write_configs(folder: Path, cfg: JanusProcessConfig) -> None:
@@ -117,13 +132,14 @@ def write_configs(folder: Path, cfg: JanusProcessConfig) -> None:
     if cfg.event_loops:
         general.append(f"event_loops = {cfg.event_loops}")
     root = Path(cfg.chroot or "/")
+    transports = TRANSPORTS_KEPT + ((WEBSOCKETS,) if cfg.websockets else ())
     files = {
         "janus.jcfg": _jcfg(
             general=general,
             media=[f'rtp_port_range = "{cfg.rtp_port_range}"'],
             nat=nat,
             plugins=[f'disable = "{_disabled("plugins", PLUGINS_KEPT, root)}"'],
-            transports=[f'disable = "{_disabled("transports", TRANSPORTS_KEPT, root)}"'],
+            transports=[f'disable = "{_disabled("transports", transports, root)}"'],
         ),
         "janus.transport.http.jcfg": _jcfg(
             general=["json = \"compact\"", "http = true", f"port = {cfg.http_port}",
@@ -139,6 +155,12 @@ def write_configs(folder: Path, cfg: JanusProcessConfig) -> None:
                      f'rtp_port_range = "{cfg.streaming_port_range}"'],
         ),
     }
+    if cfg.websockets:
+        files["janus.transport.websockets.jcfg"] = _jcfg(
+            general=['json = "compact"', "ws = true", f"ws_port = {cfg.ws_port}",
+                     f'ws_ip = "{cfg.host}"', "wss = false"],
+            admin=["admin_ws = false", "admin_wss = false"],
+        )
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (folder / name).write_text(text)
