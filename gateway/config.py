@@ -70,7 +70,7 @@ class WebhookSettings(BaseModel):
     @field_validator("secret")
     @classmethod
     def _secret(cls, value: str) -> str:
-        from gateway.core.hooks import secret_key
+        from gateway.core.webhook_signing import secret_key
 
         try:
             key = secret_key(value)
@@ -83,7 +83,7 @@ class WebhookSettings(BaseModel):
     @field_validator("events")
     @classmethod
     def _events(cls, value: list[str]) -> list[str]:
-        from gateway.core.hooks import EVENT_TYPES
+        from gateway.core.webhooks import EVENT_TYPES
 
         unknown = [e for e in value if e not in EVENT_TYPES]
         if unknown:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from gateway.core.egress import Egress
     from gateway.core.placement import NodePool
     from gateway.core.streams import StreamRegistry
-    from gateway.core.hooks import Webhooks
+    from gateway.core.webhooks import Webhooks
     from gateway.core.recordings import Recordings
 
 log = logging.getLogger(__name__)

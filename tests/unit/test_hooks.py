@@ -15,7 +15,8 @@ import pytest
 import standardwebhooks
 
 from gateway.config import SettingsError, load_settings
-from gateway.core.hooks import AuthPolicy, AuthWebhook, HookPolicy, Webhooks
+from gateway.core.auth_webhook import AuthPolicy, AuthWebhook
+from gateway.core.webhooks import HookPolicy, Webhooks
 from gateway.errors import AuthHookForbidden, AuthHookRefused, AuthHookUnavailable
 from gateway.janus.process import free_port
 from tests.webhook_receiver import Receiver
