@@ -27,9 +27,10 @@ from gateway.app import SERVER_OPTIONS, create_app
 from gateway.config import JanusNodeSettings, Settings, load_settings
 from gateway.janus.admin import JanusAdmin
 from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port
+from tests.bare_janus import bare_janus  # noqa: F401  (a Janus of a test's own, per version)
+from tests.janus_versions import janus_new  # noqa: F401  (Janus 1.4.x from deploy/janus-sid.sh)
 from tests.redis_server import redis_server
 from tests.sandbox import INTERFACE, SandboxUnavailable, enter_private_netns
-from tests.janus_versions import janus_new  # noqa: F401  (Janus 1.4.x from deploy/janus-sid.sh)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 _sandbox_error: str | None = None

@@ -25,15 +25,13 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-from typing import Any, AsyncIterator
 
 import pytest
 
-from gateway.janus.client import JanusClient, JanusError, JanusHandle, JanusUnreachable
-from gateway.janus.process import JanusProcessConfig, ManagedJanus
+from gateway.janus.client import JanusClient, JanusHandle
+from gateway.janus.process import ManagedJanus
+from tests.bare_janus import quietly
 from tests.conftest import read_fixture
-from tests.janus_versions import sid_chroot
-from tests.sandbox import INTERFACE
 
 VIDEOROOM = "janus.plugin.videoroom"
 ROUNDS = 40
@@ -44,31 +42,6 @@ def restarted(offer: str) -> str:
     ufrag, pwd = secrets.token_hex(4), secrets.token_hex(12)
     offer = re.sub(r"a=ice-ufrag:\S+", f"a=ice-ufrag:{ufrag}", offer)
     return re.sub(r"a=ice-pwd:\S+", f"a=ice-pwd:{pwd}", offer)
-
-
-@pytest.fixture(params=["1.1.2", "1.4.1"])
-async def bare_janus(request: pytest.FixtureRequest) -> AsyncIterator[ManagedJanus]:
-    """A Janus of its own per test: a crash here must not take other tests' Janus down."""
-    chroot = None
-    if request.param == "1.4.1":
-        root = sid_chroot()
-        if not (root / "usr/bin/janus").is_file():
-            pytest.skip(f"no Debian sid Janus chroot at {root}: run deploy/janus-sid.sh")
-        chroot = str(root)
-    process = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, chroot=chroot))
-    await asyncio.to_thread(process.start)
-    try:
-        yield process
-    finally:
-        await asyncio.to_thread(process.stop)
-
-
-async def quietly(call: Any) -> Any:
-    """Any Janus answer, including errors: the overlaps are meant to fail some requests."""
-    try:
-        return await call
-    except (JanusError, JanusUnreachable, TimeoutError) as exc:
-        return exc
 
 
 async def publisher(client: JanusClient, janus: ManagedJanus, control: JanusHandle,
