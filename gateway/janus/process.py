@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import resource
 import secrets
 import shutil
@@ -48,10 +49,26 @@ def _disabled(kind: str, kept: tuple[str, ...], root: Path = Path("/")) -> str:
     return ",".join(sorted(names - set(kept)))
 
 
+# Ports handed out for servers that bind them later, maybe in another
+# process: below the kernel's ephemeral range (32768-60999 on Linux), so that
+# neither a port the kernel gives another process's bind(0) nor a client
+# connection's source port can land on one before its server binds it.  A
+# soak run lost its gateway that way: the gateway's managed Janus was given
+# the very port the bench had just chosen for the gateway.
+PORT_RANGE = range(10000, 20000)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on ``host`` that nothing listens on now, from ``PORT_RANGE``."""
+    for _ in range(500):
+        port = random.choice(PORT_RANGE)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free TCP port in {PORT_RANGE.start}-{PORT_RANGE.stop - 1} on {host}")
 
 
 @dataclass
