@@ -25,15 +25,15 @@ VIDEO_CODECS = "h264,vp8,vp9,av1,h265"
 AUDIO_CODECS = "opus"
 
 
-def room_request(request: str, room: int, admin_key: str) -> Json:
-    """VideoRoom ``create``/``destroy`` of a one-stream room, as the gateway makes them.
+def room_request(request: str, room: int, admin_key: str, publishers: int = 1) -> Json:
+    """VideoRoom ``create``/``destroy`` of a room as the gateway makes them (one publisher).
 
     The direct baseline makes one per publish; whip_setup makes them for the
     simple-whip-server peers before timing (that server joins existing rooms).
     """
     body: Json = {"request": request, "room": room, "permanent": False, "admin_key": admin_key}
     if request == "create":
-        body.update({"publishers": 1, "is_private": True, "videocodec": VIDEO_CODECS,
+        body.update({"publishers": publishers, "is_private": True, "videocodec": VIDEO_CODECS,
                      "audiocodec": AUDIO_CODECS, "bitrate": 0, "fir_freq": 0,
                      "notify_joining": False})
     return body

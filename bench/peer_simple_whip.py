@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -230,9 +231,12 @@ class Crash:
 class PeerServer:
     """The peer across restarts: its endpoints, its crashes, its logs.
 
-    Endpoints ``bench-e<i>`` are mapped one to one to rooms the bench created
-    (``rooms``); after a restart they are made again (the peer keeps them in
-    memory only).
+    Endpoint ``bench-e<i>`` publishes to ``rooms[i]``, a room the bench
+    created (one each, or one shared room repeated); with ``labels`` each
+    gets its own display name, without, the server's default, which is the
+    same for every endpoint of a room ("WHIP Publisher <room>", as the
+    README's example leaves it).  After a restart the endpoints are made
+    again (the peer keeps them in memory only).
     """
 
     kind: str
@@ -241,6 +245,7 @@ class PeerServer:
     ws_url: str
     port: int
     rooms: list[int]
+    labels: bool = True
     # Janus's session ids now (admin ``list_sessions``): the ones that appear
     # while an incarnation starts are its own, for the report of what it left.
     list_sessions: Callable[[], list[int]] | None = None
@@ -260,7 +265,7 @@ class PeerServer:
         """Start an incarnation, wait for its health check, make the endpoints (untimed)."""
         command, env, cwd = peer_command(self.kind, self.folder, self.workdir, self.ws_url,
                                          self.port)
-        log = self.workdir / f"peer-{len(self.logs)}.log"
+        log = self.workdir / f"{self.kind}-{len(self.logs)}.log"
         self.logs.append(log)
         before = set(self.list_sessions()) if self.list_sessions else set()
         self.proc = PeerProcess(command, env, log, self.port, cwd)
@@ -268,8 +273,10 @@ class PeerServer:
         if self.list_sessions:
             self.janus_sessions += sorted(set(self.list_sessions()) - before)
         for endpoint, room in zip(self.endpoint_ids(), self.rooms):
-            reply = httpx.post(f"{self.url}{REST}/create", timeout=5,
-                               json={"id": endpoint, "room": room, "label": endpoint})
+            body: Json = {"id": endpoint, "room": room}
+            if self.labels:
+                body["label"] = endpoint
+            reply = httpx.post(f"{self.url}{REST}/create", timeout=5, json=body)
             if reply.status_code != 200:
                 raise PeerUnavailable(f"{REST}/create {endpoint}: {reply.status_code} "
                                       f"{reply.text[:200]}")
@@ -307,6 +314,16 @@ def error_kind(message: str) -> str:
     return message[:160]
 
 
+def crash_cause(log_tail: str) -> str:
+    """A Node crash in one line: the source line it names and the error, else the last lines."""
+    lines = [line.strip() for line in log_tail.splitlines() if line.strip()]
+    error = next((line for line in lines if re.match(r"^\w*Error\b", line)), "")
+    where = next((line.rsplit("/", 1)[-1] for line in lines if re.search(r"\.js:\d+$", line)), "")
+    if error:
+        return f"{where} {error}".strip()
+    return " | ".join(lines[-3:])
+
+
 def findings(kind: str, survival: list[Json], crashes: list[Crash],
              leftovers: Mapping[str, Any] | None) -> list[str]:
     """The lines that say what the peer survived and what it left behind."""
@@ -317,8 +334,7 @@ def findings(kind: str, survival: list[Json], crashes: list[Crash],
                    f"POSTs 201, crashes {row['crashes']}; errors: {errors}")
     out.append(f"{kind}: crashes in the whole run: {len(crashes)}")
     for crash in crashes[:5]:
-        last = crash.log_tail.strip().splitlines()[-3:]
-        out.append(f"  {crash.when}: exit {crash.returncode}; log ends: " + " | ".join(last))
+        out.append(f"  {crash.when}: exit {crash.returncode}: {crash_cause(crash.log_tail)}")
     if leftovers is not None:
         out.append(f"{kind}: left in Janus by it before it stopped: "
                    f"{leftovers.get('handles', '?')} handles in its "

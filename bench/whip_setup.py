@@ -317,10 +317,14 @@ def start_peers(args: argparse.Namespace, janus: ManagedJanus, folders: dict[str
     width = max([args.concurrent, *args.survival])
     servers = []
     for n, (kind, folder) in enumerate(folders.items()):
-        rooms = [900_000_000 + n * 10_000 + i for i in range(width)]
-        for room in rooms:
-            admin.plugin(VIDEOROOM, room_request("create", room, janus.cfg.plugin_admin_key))
+        first = 900_000_000 + n * 10_000
+        shared = args.peer_room == "shared"
+        rooms = [first] * width if shared else [first + i for i in range(width)]
+        for room in sorted(set(rooms)):
+            admin.plugin(VIDEOROOM, room_request("create", room, janus.cfg.plugin_admin_key,
+                                                 publishers=width if shared else 1))
         server = PeerServer(kind, folder, workdir / kind, janus.cfg.ws_url, free_port(), rooms,
+                            labels=not shared,
                             list_sessions=lambda: list(admin.call(
                                 "", {"janus": "list_sessions"}).get("sessions", [])))
         server.workdir.mkdir()
@@ -349,7 +353,7 @@ def stop_peers(servers: list[PeerServer], janus: ManagedJanus | None, results: J
             # Janus frees a session when its WebSocket closes: wait for that.
             wait_for(lambda: not still_there(), 5.0)
             left["sessions_after_stop"] = len(still_there())
-            for room in server.rooms:
+            for room in sorted(set(server.rooms)):
                 try:
                     admin.plugin(VIDEOROOM, room_request("destroy", room, admin.admin_key))
                 except BenchError:
@@ -498,6 +502,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peer-dir", type=Path, metavar="CHECKOUT",
                         help="a clone of meetecho/simple-whip-server, for "
                              "--peer simple-whip-server-upstream (npm-installed on first use)")
+    parser.add_argument("--peer-room", choices=["own", "shared"], default="own",
+                        help="own: a room and a display name per peer endpoint, as the gateway "
+                             "has a room per stream; shared: all endpoints in one room with the "
+                             "peer's default display name, as in its README's example")
     parser.add_argument("--settle-ms", type=float, default=0.0,
                         help="untimed pause between a 201 and its DELETE, every side")
     parser.add_argument("--gap-ms", type=float, default=0.0,
@@ -618,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         expected = (1 + ("direct" in args.peer) + len(servers), 2 + ("direct" in args.peer))
         print(f"while running: {during.get('sessions')} Janus sessions, {during.get('handles')} "
               f"handles (expected {expected[0]} sessions, {expected[1]} control handles), "
-              f"{during.get('rooms')} rooms (expected {sum(len(s.rooms) for s in servers)}, "
+              f"{during.get('rooms')} rooms (expected {sum(len(set(s.rooms)) for s in servers)}, "
               "the peers' own)")
     status = report_leftovers(results, ("sessions", "handles", "rooms"), status)
     write_json(args.json, results)

@@ -107,7 +107,9 @@ def report(results: Json) -> str:
            f"uvicorn {m['packages']['uvicorn']}, starlette {m['packages']['starlette']}, "
            f"aiortc {m['packages']['aiortc']}"]
     for name, version in (results.get("peer_versions") or {}).items():
-        out.append(f"{name}: {version}")
+        room = ("one room, the server's default display name" if p.get("peer_room") == "shared"
+                else "a room and a display name per endpoint")
+        out.append(f"{name}: {version}; {room}, made before timing")
     out.append(f"run: {p['sequential']} sequential + {p['rounds']}x{p['concurrent']} concurrent "
                f"publishes per side, {p['offers']} distinct offers, blocks of {p['block']} (ABBA), "
                f"untimed settle {p['settle_ms']:.0f} ms before DELETE and gap {p['gap_ms']:.0f} ms "
