@@ -335,7 +335,10 @@ def findings(kind: str, survival: list[Json], crashes: list[Crash],
     out.append(f"{kind}: crashes in the whole run: {len(crashes)}")
     for crash in crashes[:5]:
         out.append(f"  {crash.when}: exit {crash.returncode}: {crash_cause(crash.log_tail)}")
-    if leftovers is not None:
+    if leftovers is not None and "handles_after_timed" in leftovers:
+        out.append(f"{kind}: handles it held in Janus after the timed part (all DELETEd, "
+                   f"0 expected): {leftovers['handles_after_timed']}")
+    if leftovers is not None and "sessions" in leftovers:
         out.append(f"{kind}: left in Janus by it before it stopped: "
                    f"{leftovers.get('handles', '?')} handles in its "
                    f"{leftovers.get('sessions', '?')} sessions; after it stopped: "

@@ -358,7 +358,7 @@ def stop_peers(servers: list[PeerServer], janus: ManagedJanus | None, results: J
                     admin.plugin(VIDEOROOM, room_request("destroy", room, admin.admin_key))
                 except BenchError:
                     pass
-        results.setdefault("peer_leftovers", {})[server.kind] = left
+        results.setdefault("peer_leftovers", {}).setdefault(server.kind, {}).update(left)
 
 
 def start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -463,8 +463,14 @@ async def measure(args: argparse.Namespace, janus: ManagedJanus, gateway: Gatewa
         # and the rooms made for the peers may remain.
         admin = admin_of(cfg)
         results["leftovers_during"] = await asyncio.to_thread(admin.leftovers)
+        held = results["leftovers_during"]["detail"]["handles"]
+        for server in servers:  # every DELETE it answered should have freed its handle
+            results.setdefault("peer_leftovers", {})[server.kind] = {"handles_after_timed": sum(
+                len(held.get(str(session), [])) for session in server.janus_sessions)}
         for side in sides:
             results[side.name] = side_results(side)
+            results[side.name]["expected"] = {"sequential": args.sequential,
+                                              "concurrent": args.rounds * args.concurrent}
         results["survival"] = {side.name: await survival(side, offers, args.survival,
                                                           args.survival_rounds)
                                for side in sides if side.name != "direct" and args.survival}

@@ -55,6 +55,14 @@ def targets(gateway: Json, peer: Json, kind: str) -> Json:
     return out
 
 
+def incomplete(side: Json) -> str:
+    """Which of a side's timed parts lack samples (failed POSTs); empty if none."""
+    expected = side.get("expected") or {}
+    gaps = [f"{part} {side[part]['n']}/{want} POSTs got 201" for part, want in expected.items()
+            if side[part]["n"] < want]
+    return ", ".join(gaps)
+
+
 def target_lines(kind: str, t: Mapping[str, Any], width: int) -> list[str]:
     verdict = {True: "PASS", False: "MISS"}
     if kind == "direct":
@@ -133,6 +141,9 @@ def report(results: Json) -> str:
     for name in peers:
         t = results["targets"][name]
         out += target_lines(name, t, p["concurrent"])
+        short = incomplete(results[name])
+        if short:
+            out.append(f"  (not comparable: {name} {short})")
         out.append(f"  (sequential p95 ratio {t['ratio_p95']:.2f}; concurrent ratio p50 "
                    f"{t['concurrent_ratio_p50']:.2f}, p95 {t['concurrent_ratio_p95']:.2f})")
     for name in ["gateway", *peers]:

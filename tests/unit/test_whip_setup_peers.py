@@ -160,11 +160,19 @@ def test_findings_list_survival_crashes_and_leftovers() -> None:
     survival = [{"width": 20, "rounds": 2, "total": 40, "ok": 31, "crashes": 1,
                  "errors": {"POST 500 'No such handle'": 9}}]
     lines = findings(DEBIAN, survival, [Crash(1, NODE_CRASH, "round s20-0")],
-                     {"sessions": 2, "handles": 5, "sessions_after_stop": 0})
+                     {"handles_after_timed": 19, "sessions": 2, "handles": 5,
+                      "sessions_after_stop": 0})
     text = "\n".join(lines)
     assert "20 at once x 2: 31/40 POSTs 201, crashes 1; errors: 9x POST 500 'No such handle'" in text
     assert "round s20-0: exit 1: whip-janus.js:328 TypeError" in text
     assert "5 handles in its 2 sessions; after it stopped: 0 sessions" in text
+    assert "after the timed part (all DELETEd, 0 expected): 19" in text
+
+
+def test_report_says_when_a_peer_lacks_samples() -> None:
+    results = results_for([DEBIAN])
+    results[DEBIAN]["expected"] = {"sequential": 1, "concurrent": 2}
+    assert "(not comparable: simple-whip-server concurrent 1/2 POSTs got 201)" in report(results)
 
 
 def test_abba_order_for_two_and_three_sides() -> None:
