@@ -32,7 +32,8 @@ from peer_simple_whip import (  # noqa: E402
     upstream_dependencies,
     write_stub,
 )
-from whip_setup import abba, parse_args, widths  # noqa: E402
+from whip_setup import parse_args, widths  # noqa: E402
+from whip_setup_sides import STATE, abba  # noqa: E402
 from whip_setup_report import report, summary, table, targets  # noqa: E402
 
 
@@ -185,6 +186,8 @@ def test_command_line_peers_and_survival() -> None:
     assert args.peer == ["direct"] and args.survival == []
     args = parse_args(["--peer", DEBIAN, "--peer", "direct", "--gap-ms", "20"])
     assert args.peer == [DEBIAN, "direct"] and args.survival == [20, 10, 5, 2]
+    assert STATE.gap_s == pytest.approx(0.02) and STATE.settle_s == 0
+    parse_args([])  # back to no pauses
     assert parse_args(["--peer", DEBIAN, "--survival", ""]).survival == []
     assert widths("5, 2") == [5, 2]
     with pytest.raises(SystemExit):
