@@ -262,12 +262,16 @@ class GatewayProcess:
     gateway as deployed, and the bench's own work does not slow it down.
     """
 
+    name = "the gateway"
+    health_path = "/healthz"
+
     def __init__(self, base: list[str], env: Mapping[str, str], log_path: Path, port: int,
                  extra_args: Iterable[str] = (), wrapper: Iterable[str] = (),
-                 cwd: Path = REPO) -> None:
+                 cwd: Path = REPO, command: list[str] | None = None) -> None:
+        """``command`` replaces ``<base> serve …`` for another server (a bench peer)."""
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.command = [*wrapper, *base, "serve", "--port", str(port), *extra_args]
+        self.command = command or [*wrapper, *base, "serve", "--port", str(port), *extra_args]
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(  # noqa: S603
@@ -282,19 +286,23 @@ class GatewayProcess:
             return ""
 
     def wait_healthy(self, timeout: float, poll: float = 0.05) -> Json:
-        """Block until ``GET /healthz`` says 200 (its body); measuring starts only then."""
+        """Block until ``GET <health_path>`` says 200 (its JSON body, or the text in
+        ``{"body": …}``); measuring starts only then."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the gateway exited ({self.proc.returncode}):\n{self.log_tail()}")
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.log_tail()}")
             try:
-                reply = httpx.get(f"{self.url}/healthz", timeout=1)
+                reply = httpx.get(f"{self.url}{self.health_path}", timeout=1)
                 if reply.status_code == 200:
-                    return dict(reply.json())
+                    try:
+                        return dict(reply.json())
+                    except ValueError:
+                        return {"body": reply.text}
             except httpx.HTTPError:
                 pass
             time.sleep(poll)
-        raise RuntimeError(f"the gateway was not healthy within {timeout} s:\n{self.log_tail()}")
+        raise RuntimeError(f"{self.name} was not healthy within {timeout} s:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM (a graceful shutdown, as in production), SIGKILL after ``timeout``."""
