@@ -255,24 +255,22 @@ def start_on_janus(cfg: Any, port: int, log_path: Path, *, log_level: str | None
                           ["--log-level", log_level] if log_level else [], wrapper)
 
 
-class GatewayProcess:
-    """``<base> serve --port P …`` in a session of its own, its output in a log file.
+class LoggedProcess:
+    """A child in a session of its own, its output in a log file: stop, kill, last lines.
 
-    Its own process, not in the bench's event loop: what is measured is the
-    gateway as deployed, and the bench's own work does not slow it down.
+    The gateway and the peers a bench compares it with (bench/peer_*.py) run
+    this way, so that stopping them is done (and fixed) once.
     """
 
-    def __init__(self, base: list[str], env: Mapping[str, str], log_path: Path, port: int,
-                 extra_args: Iterable[str] = (), wrapper: Iterable[str] = (),
+    def __init__(self, command: list[str], env: Mapping[str, str] | None, log_path: Path,
                  cwd: Path = REPO) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.command = [*wrapper, *base, "serve", "--port", str(port), *extra_args]
+        self.command = command
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(  # noqa: S603
-            self.command, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            self.command, env=dict(env) if env is not None else None, cwd=cwd,
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def log_tail(self, lines: int = 30) -> str:
@@ -280,21 +278,6 @@ class GatewayProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
-
-    def wait_healthy(self, timeout: float, poll: float = 0.05) -> Json:
-        """Block until ``GET /healthz`` says 200 (its body); measuring starts only then."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the gateway exited ({self.proc.returncode}):\n{self.log_tail()}")
-            try:
-                reply = httpx.get(f"{self.url}/healthz", timeout=1)
-                if reply.status_code == 200:
-                    return dict(reply.json())
-            except httpx.HTTPError:
-                pass
-            time.sleep(poll)
-        raise RuntimeError(f"the gateway was not healthy within {timeout} s:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM (a graceful shutdown, as in production), SIGKILL after ``timeout``."""
@@ -311,6 +294,37 @@ class GatewayProcess:
     def kill_now(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
+
+
+class GatewayProcess(LoggedProcess):
+    """``<base> serve --port P …`` in a session of its own, its output in a log file.
+
+    Its own process, not in the bench's event loop: what is measured is the
+    gateway as deployed, and the bench's own work does not slow it down.
+    """
+
+    def __init__(self, base: list[str], env: Mapping[str, str], log_path: Path, port: int,
+                 extra_args: Iterable[str] = (), wrapper: Iterable[str] = (),
+                 cwd: Path = REPO) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        super().__init__([*wrapper, *base, "serve", "--port", str(port), *extra_args], env,
+                         log_path, cwd)
+
+    def wait_healthy(self, timeout: float, poll: float = 0.05) -> Json:
+        """Block until ``GET /healthz`` says 200 (its body); measuring starts only then."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the gateway exited ({self.proc.returncode}):\n{self.log_tail()}")
+            try:
+                reply = httpx.get(f"{self.url}/healthz", timeout=1)
+                if reply.status_code == 200:
+                    return dict(reply.json())
+            except httpx.HTTPError:
+                pass
+            time.sleep(poll)
+        raise RuntimeError(f"the gateway was not healthy within {timeout} s:\n{self.log_tail()}")
 
 
 # --------------------------------------------------------------------------

@@ -8,10 +8,16 @@ probe records; ``report`` prints them with the target.
 
 from __future__ import annotations
 
+import math
+
 from harness import Json, machine_line, percentile
 from probes import step_sums_ms, steps_by_key
+from whep_ttff_scenario import NATIVE, zero_field
 
 TARGET_GATEWAY_TTFF_P95_MS = 150.0
+# Issue 13, item 3: against a WHEP peer at equal set-up, each of these gateway/peer ratios <= 1.
+TARGET_PEER_RATIO = 1.0
+RATIO_KEYS = ("signalling_p50", "signalling_p95", "ttff_p50", "ttff_p95")
 # The gateway's hooked steps in a WHEP POST (bench/probes.py keys), as the report names them.
 STEP_LABELS = {
     "egress.view": "view", "sdp.choose_codecs": "choose_codecs", "egress.variant": "variant",
@@ -43,14 +49,40 @@ def ms(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else (b - a) * 1000
 
 
+def other_side(results: Json) -> str:
+    """The side the gateway is compared with (``--against``; native before it existed)."""
+    return str(results["params"].get("against") or NATIVE)
+
+
+def ratios(ours: Json, theirs: Json) -> Json:
+    """gateway / other for signalling and TTFF, p50 and p95 (NaN where the other has none)."""
+    out = {}
+    for key in ("signalling", "ttff"):
+        for p in ("p50", "p95"):
+            out[f"{key}_{p}"] = (ours[key][f"{p}_ms"] / theirs[key][f"{p}_ms"]
+                                 if theirs[key]["n"] and theirs[key][f"{p}_ms"] else float("nan"))
+    return out
+
+
+def peer_verdict(ratio: Json) -> list[str]:
+    """One line per figure against a WHEP peer: ratio <= 1.0 PASS, else MISS (NaN: no data)."""
+    lines = []
+    for key in RATIO_KEYS:
+        value = ratio[key]
+        mark = "-" if math.isnan(value) else ("PASS" if value <= TARGET_PEER_RATIO else "MISS")
+        lines.append(f"  {key.replace('_', ' '):<16}{value:>6.2f}  {mark}")
+    return lines
+
+
 def analyse(results: Json, probes: list[Json], lag: list[tuple[float, float]]) -> Json:
     by_session = {p.get("session"): p for p in probes if p.get("session")}
     out: Json = {}
-    for side in ("gateway", "native"):
+    against = other_side(results)
+    for side in ("gateway", against):
         batches = [b for b in results.get("batches", []) if b["side"] == side]
         recs = [v for b in batches for v in b["viewers"]]
-        zero = "t_post" if side == "gateway" else "t_attach"
-        done = "t_201" if side == "gateway" else "t_offer"
+        zero = zero_field(side)
+        done = "t_offer" if side == NATIVE else "t_201"
 
         def col(a: str, b: str, rows: list[Json] = recs) -> list[float]:
             return [x for x in (ms(r.get(a), r.get(b)) for r in rows) if x is not None]
@@ -82,7 +114,7 @@ def analyse(results: Json, probes: list[Json], lag: list[tuple[float, float]]) -
             "teardown_errors": [e for b in batches for e in b["teardown_errors"]][:10],
         }
         steps = [(zero, done, "signalling")]
-        if side == "gateway":
+        if side != NATIVE:
             steps += [("t_201", "t_srd", "apply answer"), ("t_srd", "t_connected", "ICE+DTLS")]
             entry["offer_ms"] = summary([r["offer_s"] * 1000 for r in recs if r["offer_s"]])
         else:
@@ -102,7 +134,7 @@ def analyse(results: Json, probes: list[Json], lag: list[tuple[float, float]]) -
         entry["viewers_waiting_for_keyframe"] = sum(
             1 for r in ok if r["t_kf"] and r["t_rtp"] and r["t_kf"] - r["t_rtp"] > 0.001)
         entry["viewers_sending_pli"] = sum(1 for r in recs if r["plis"])
-        ready = "t_srd" if side == "gateway" else "t_answer"
+        ready = "t_answer" if side == NATIVE else "t_srd"
         entry["slow_connect"] = {  # a ~1 s retransmission somewhere in ICE or DTLS
             "over_800ms": sum(1 for r in recs if r.get(ready) and r["t_connected"]
                               and r["t_connected"] - r[ready] > 0.8),
@@ -113,15 +145,7 @@ def analyse(results: Json, probes: list[Json], lag: list[tuple[float, float]]) -
         if side == "gateway" and by_session:
             entry["gateway_steps"] = gateway_steps(recs, by_session)
         out[side] = entry
-    g, n = out["gateway"], out["native"]
-    out["ratio"] = {
-        "ttff_p50": g["ttff"]["p50_ms"] / n["ttff"]["p50_ms"] if n["ttff"]["n"] else float("nan"),
-        "ttff_p95": g["ttff"]["p95_ms"] / n["ttff"]["p95_ms"] if n["ttff"]["n"] else float("nan"),
-        "signalling_p50": g["signalling"]["p50_ms"] / n["signalling"]["p50_ms"]
-        if n["signalling"]["n"] else float("nan"),
-        "signalling_p95": g["signalling"]["p95_ms"] / n["signalling"]["p95_ms"]
-        if n["signalling"]["n"] else float("nan"),
-    }
+    out["ratio"] = ratios(out["gateway"], out[against])
     if lag:
         gw_batches = [b for b in results.get("batches", []) if b["side"] == "gateway"]
         windows = [(b["go"], b["go"] + b["settle_s"]) for b in gw_batches]
@@ -183,14 +207,16 @@ def report(results: Json) -> str:
     p = results["params"]
     out = [f"{machine_line(m)}, aiortc {m['aiortc']}",
            f"run: {p['rounds']} rounds x {p['viewers']} viewers per side, in {p['procs']} worker "
-           f"process(es); gateway variant {'warm (--warm)' if p['warm'] else 'cold each batch'}; "
+           f"process(es); {'a standing viewer per side (--warm)' if p['warm'] else 'no standing viewer'}; "
            f"probes {'on' if p['probes'] else 'off'}"
            f"{'; Janus ICE-lite' if p.get('ice_lite') else ''}"
            f"{'; gateway env ' + ' '.join(p['gateway_env']) if p.get('gateway_env') else ''}"
            f"{'; EXPERIMENT bufferkf on both sides' if p.get('bufferkf') else ''}; "
            f"{results.get('elapsed_s', 0):.1f} s", ""]
-    g, n = a["gateway"], a["native"]
-    out.append(f"{'(ms)':<30}{'gateway':>24}{'native':>24}{'ratio p50/p95':>16}")
+    against = other_side(results)
+    g, n = a["gateway"], a[against]
+    out.extend(setup_lines(results))
+    out.append(f"{'(ms)':<30}{'gateway':>24}{against:>24}{'ratio p50/p95':>16}")
     for label, key in (("signalling p50/p95/max", "signalling"), ("TTFF p50/p95/max", "ttff")):
         gs, ns = g[key], n[key]
         out.append(f"{label:<30}"
@@ -206,7 +232,7 @@ def report(results: Json) -> str:
                f"{' '.join(fmt(x) for x in n['per_round_ttff_p95_ms']):>24}")
     out.append("")
     out.append("where the time goes, viewer side, p50 (p95) ms:")
-    for side, entry in (("gateway", g), ("native", n)):
+    for side, entry in (("gateway", g), (against, n)):
         parts = [f"{k} {fmt(v)} ({fmt(entry['steps_p95_ms'][k])})"
                  for k, v in entry["steps_p50_ms"].items()]
         out.append(f"  {side}: " + "; ".join(parts))
@@ -238,12 +264,35 @@ def report(results: Json) -> str:
         out.append(f"gateway event-loop lag while joining: {lag['samples_over_2ms']} ticks late by "
                    f">2 ms, max {lag['max_ms']:.0f} ms, {lag['sum_ms_per_batch']:.0f} ms late per batch")
     out.append("")
+    if against != NATIVE:
+        out.append(f"target (issue 13 item 3) gateway/{against} <= {TARGET_PEER_RATIO:.1f}, "
+                   f"{p['viewers']} viewer(s) at once:")
+        out.extend(peer_verdict(a["ratio"]))
     ok = g["ttff"]["p95_ms"] <= TARGET_GATEWAY_TTFF_P95_MS
     out.append(f"target gateway TTFF p95 <= {TARGET_GATEWAY_TTFF_P95_MS:.0f} ms: "
                f"{fmt(g['ttff']['p95_ms'])} ms  {'PASS' if ok else 'MISS'}")
     errors = g["errors"] + n["errors"] + g["teardown_errors"] + n["teardown_errors"]
     errors += results.get("cleanup_errors", [])
     out.append(f"errors: {len(errors)}" + "".join(f"\n  {e}" for e in errors[:10]))
+    for finding in (results.get("peer_finding"), results.get("peer_died")):
+        if finding:
+            out.append(f"FINDING: {finding}")
+    if "peer_subscribers_left" in results:
+        out.append(f"{against} still listing subscribers after the DELETEs: "
+                   f"{results['peer_subscribers_left']} (target 0)")
     return "\n".join(out)
+
+
+def setup_lines(results: Json) -> list[str]:
+    """What each side was given before timing (a WHEP peer run only), and the peer's version."""
+    setup = results.get("setup") or {}
+    out = []
+    if results["machine"].get("peer"):
+        out.append(f"peer: {results['machine']['peer']}")
+    for side, what in setup.items():
+        mp = what["mountpoint"]
+        out.append(f"set-up {side}: mountpoint PTs {mp['pts']}, threads {mp['threads']}, "
+                   f"bufferkf {mp['bufferkf']}; made {what['made']}")
+    return out + ([""] if out else [])
 
 
