@@ -16,6 +16,22 @@ import { JanusWhepServer } from 'janus-whep-server';
 const config = JSON.parse(process.argv[2]);
 const app = express();
 
+// Timing, the peer's side of the bench's probes: when each WHEP POST reached
+// the app and when its response was handed to the socket, on CLOCK_MONOTONIC
+// (process.hrtime), the clock of the bench's viewers.  One log line per POST.
+const endpoints = `${config.basePath}/endpoint/`;
+app.use((req, res, next) => {
+	if (req.method === 'POST' && req.path.startsWith(endpoints)) {
+		const tApp = process.hrtime.bigint();
+		res.on('finish', () => {
+			const record = { t_app: Number(tApp) / 1e9, t_finish: Number(process.hrtime.bigint()) / 1e9,
+				status: res.statusCode, location: res.getHeader('location') || null };
+			console.log(`bench-probe ${JSON.stringify(record)}`);
+		});
+	}
+	next();
+});
+
 app.post('/bench/endpoints', express.json(), (req, res) => {
 	try {
 		server.createEndpoint({ id: req.body.id, mountpoint: req.body.mountpoint });

@@ -107,3 +107,25 @@ class JanusWhepPeer(LoggedProcess):
     def subscribers(self) -> list[Json]:
         """The library's ``listSubscribers()``: what it still holds (0 after the DELETEs)."""
         return list(httpx.get(f"{self.url}/bench/subscribers", timeout=5).json()["subscribers"])
+
+
+PROBE_PREFIX = "bench-probe "
+
+
+def read_probes(log_path: Path) -> dict[str, Json]:
+    """The peer's per-POST timing lines (its script's middleware), by resource id.
+
+    ``t_app``: the POST reached the Express app; ``t_finish``: its response was
+    handed to the socket; both on CLOCK_MONOTONIC, like the viewers' clocks.
+    """
+    found: dict[str, Json] = {}
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        if line.startswith(PROBE_PREFIX):
+            record = json.loads(line[len(PROBE_PREFIX):])
+            if record.get("location"):
+                found[str(record["location"]).rsplit("/", 1)[-1]] = record
+    return found

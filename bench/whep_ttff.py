@@ -223,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     results["elapsed_s"] = now() - started
     if status == 0:
         posts, lag = read_records(probes) if probes else ([], [])
-        results["analysis"] = analyse(results, posts, lag)
+        results["analysis"] = analyse(results, posts, lag,
+                                      peer_janus_whep.read_probes(workdir / "peer.log"))
         print()
         print(report(results))
     if args.gateway_profile and args.gateway_profile.exists():

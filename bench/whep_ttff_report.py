@@ -74,7 +74,10 @@ def peer_verdict(ratio: Json) -> list[str]:
     return lines
 
 
-def analyse(results: Json, probes: list[Json], lag: list[tuple[float, float]]) -> Json:
+def analyse(results: Json, probes: list[Json], lag: list[tuple[float, float]],
+            peer_probes: dict[str, Json] | None = None) -> Json:
+    """Figures per side; ``probes`` are the gateway's POST records, ``peer_probes`` the
+    peer's (``peer_janus_whep.read_probes``: by resource id)."""
     by_session = {p.get("session"): p for p in probes if p.get("session")}
     out: Json = {}
     against = other_side(results)
@@ -144,6 +147,9 @@ def analyse(results: Json, probes: list[Json], lag: list[tuple[float, float]]) -
             "of": sum(1 for r in recs if r.get(ready) and r["t_connected"])}
         if side == "gateway" and by_session:
             entry["gateway_steps"] = gateway_steps(recs, by_session)
+            entry["handover"] = handover(recs, by_session, "t_asgi", "t_response")
+        elif side != NATIVE and peer_probes:
+            entry["handover"] = handover(recs, peer_probes, "t_app", "t_finish")
         out[side] = entry
     out["ratio"] = ratios(out["gateway"], out[against])
     if lag:
@@ -154,6 +160,29 @@ def analyse(results: Json, probes: list[Json], lag: list[tuple[float, float]]) -
             "samples_over_2ms": len(inside), "max_ms": max(inside) if inside else 0.0,
             "sum_ms_per_batch": sum(inside) / max(len(windows), 1)}
     return out
+
+
+HANDOVER = ("POST sent -> app called", "app called -> response out", "response out -> 201 read")
+
+
+def handover(recs: list[Json], by_id: dict[str, Json], t_in: str, t_out: str) -> Json:
+    """A WHEP server's POST in three, joined by resource id: getting to its app, the
+    app's work, getting the response back; the same cut for the gateway and a peer.
+
+    The gateway's "response out" is its response start (the body follows in the
+    next send); the peer's is its response handed to the socket (``finish``).
+    """
+    rows: dict[str, list[float]] = {name: [] for name in HANDOVER}
+    for rec in recs:
+        probe = by_id.get((rec.get("session") or "").rsplit("/", 1)[-1])
+        if probe is None:
+            continue
+        for name, a, b in zip(HANDOVER, (rec["t_post"], probe[t_in], probe.get(t_out)),
+                              (probe[t_in], probe.get(t_out), rec["t_201"])):
+            value = ms(a, b)
+            if value is not None:
+                rows[name].append(value)
+    return {name: summary(values) for name, values in rows.items()}
 
 
 def gateway_steps(recs: list[Json], by_session: dict[str, Json]) -> Json:
@@ -228,8 +257,10 @@ def report(results: Json) -> str:
     out.append(f"{'fps while all decode p50/min':<30}"
                f"{fmt(g['hold_fps']['p50_ms']) + '/' + fmt(g['hold_fps']['min_ms']):>24}"
                f"{fmt(n['hold_fps']['p50_ms']) + '/' + fmt(n['hold_fps']['min_ms']):>24}")
-    out.append(f"{'TTFF p95 per round':<30}{' '.join(fmt(x) for x in g['per_round_ttff_p95_ms']):>24}"
-               f"{' '.join(fmt(x) for x in n['per_round_ttff_p95_ms']):>24}")
+    # One line per side: ten rounds do not fit a column.
+    for side, entry in (("gateway", g), (against, n)):
+        out.append(f"{'TTFF p95 per round, ' + side:<30}  "
+                   + " ".join(fmt(x) for x in entry["per_round_ttff_p95_ms"]))
     out.append("")
     out.append("where the time goes, viewer side, p50 (p95) ms:")
     for side, entry in (("gateway", g), (against, n)):
@@ -259,6 +290,12 @@ def report(results: Json) -> str:
         for made in gs["variant_created"]:
             out.append("  variant made by the first viewer: "
                        + ", ".join(f"{k} {fmt(v)}" for k, v in made.items()))
+    if g.get("handover") and n.get("handover"):
+        out.append(f"{'a WHEP POST in three, p50 / p95 ms':<38}{'gateway':>22}{against:>22}")
+        for name in HANDOVER:
+            gs, ps = g["handover"][name], n["handover"][name]
+            out.append(f"  {name:<36}{fmt(gs['p50_ms']) + ' / ' + fmt(gs['p95_ms']):>22}"
+                       f"{fmt(ps['p50_ms']) + ' / ' + fmt(ps['p95_ms']):>22}")
     lag = a.get("gateway_loop_lag_during_joins")
     if lag:
         out.append(f"gateway event-loop lag while joining: {lag['samples_over_2ms']} ticks late by "

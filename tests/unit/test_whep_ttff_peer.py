@@ -19,8 +19,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 from harness import LoggedProcess
+from peer_janus_whep import read_probes
 from whep_ttff import parse_args
-from whep_ttff_report import analyse, peer_verdict, ratios, report
+from whep_ttff_report import HANDOVER, analyse, handover, peer_verdict, ratios, report
 from whep_ttff_scenario import NATIVE, ViewerRecord, zero_field
 from whep_ttff_sides import gateway_bufferkf
 
@@ -164,3 +165,23 @@ def test_logged_process_keeps_its_output_and_exit_status(tmp_path: Path) -> None
     proc.proc.wait(10)
     assert proc.log_tail(1) == "two"
     assert proc.stop() == 3
+
+
+def test_peer_probe_lines_are_read_by_resource_id(tmp_path: Path) -> None:
+    log = tmp_path / "peer.log"
+    log.write_text("[WHEP] [info] started\n"
+                   'bench-probe {"t_app": 1.5, "t_finish": 1.52, "status": 201, '
+                   '"location": "/whep/resource/abc"}\n'
+                   'bench-probe {"t_app": 2.0, "t_finish": 2.1, "status": 500, "location": null}\n')
+    assert read_probes(log) == {"abc": {"t_app": 1.5, "t_finish": 1.52, "status": 201,
+                                        "location": "/whep/resource/abc"}}
+    assert read_probes(tmp_path / "missing.log") == {}
+
+
+def test_handover_cuts_a_post_in_three_joined_by_resource_id() -> None:
+    recs = [{"session": "http://127.0.0.1:1/whep/resource/abc", "t_post": 1.0, "t_201": 1.1},
+            {"session": "http://127.0.0.1:1/whep/resource/zzz", "t_post": 1.0, "t_201": 1.1},
+            {"session": None, "t_post": 1.0, "t_201": None}]
+    out = handover(recs, {"abc": {"t_app": 1.02, "t_finish": 1.07}}, "t_app", "t_finish")
+    assert [out[name]["n"] for name in HANDOVER] == [1, 1, 1]
+    assert [out[name]["p50_ms"] for name in HANDOVER] == pytest.approx([20, 50, 30])
