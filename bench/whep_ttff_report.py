@@ -148,7 +148,7 @@ def analyse(results: Json, probes: list[Json], lag: list[tuple[float, float]],
         if side == "gateway" and by_session:
             entry["gateway_steps"] = gateway_steps(recs, by_session)
             entry["handover"] = handover(recs, by_session, "t_asgi", "t_response")
-        elif side != NATIVE and peer_probes:
+        elif side not in ("gateway", NATIVE) and peer_probes:
             entry["handover"] = handover(recs, peer_probes, "t_app", "t_finish")
         out[side] = entry
     out["ratio"] = ratios(out["gateway"], out[against])
@@ -290,10 +290,11 @@ def report(results: Json) -> str:
         for made in gs["variant_created"]:
             out.append("  variant made by the first viewer: "
                        + ", ".join(f"{k} {fmt(v)}" for k, v in made.items()))
-    if g.get("handover") and n.get("handover"):
+    if g.get("handover") or n.get("handover"):
         out.append(f"{'a WHEP POST in three, p50 / p95 ms':<38}{'gateway':>22}{against:>22}")
+        nothing = {name: summary([]) for name in HANDOVER}  # a side without its probes
         for name in HANDOVER:
-            gs, ps = g["handover"][name], n["handover"][name]
+            gs, ps = (g.get("handover") or nothing)[name], (n.get("handover") or nothing)[name]
             out.append(f"  {name:<36}{fmt(gs['p50_ms']) + ' / ' + fmt(gs['p95_ms']):>22}"
                        f"{fmt(ps['p50_ms']) + ' / ' + fmt(ps['p95_ms']):>22}")
     lag = a.get("gateway_loop_lag_during_joins")

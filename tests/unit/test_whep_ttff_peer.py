@@ -9,6 +9,7 @@ command line, and the process wrapper the gateway and the peer share.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import sys
 from dataclasses import asdict
@@ -57,10 +58,13 @@ def test_clock_starts_at_the_post_on_every_whep_side() -> None:
     assert ViewerRecord(NATIVE, 0, 0, t_post=1.0, t_attach=2.0).t_zero == 2.0
 
 
+RESOURCE_IDS = itertools.count()
+
+
 def viewer(side: str, go: float, signalling_ms: float, ttff_ms: float) -> dict:
     t = go + 0.001
     rec = ViewerRecord(side, 0, 0, t_go=go, t_post=t, t_201=t + signalling_ms / 1000,
-                       status=201, session=f"http://x/{side}/{ttff_ms}",
+                       status=201, session=f"http://x/{side}/{next(RESOURCE_IDS)}",
                        t_srd=t + (signalling_ms + 5) / 1000, t_ice=t + (signalling_ms + 20) / 1000,
                        t_connected=t + (signalling_ms + 30) / 1000,
                        t_rtp=t + (signalling_ms + 40) / 1000, t_kf=t + (ttff_ms - 30) / 1000,
@@ -185,3 +189,16 @@ def test_handover_cuts_a_post_in_three_joined_by_resource_id() -> None:
     out = handover(recs, {"abc": {"t_app": 1.02, "t_finish": 1.07}}, "t_app", "t_finish")
     assert [out[name]["n"] for name in HANDOVER] == [1, 1, 1]
     assert [out[name]["p50_ms"] for name in HANDOVER] == pytest.approx([20, 50, 30])
+
+
+def test_without_gateway_probes_only_the_peer_is_cut_in_three() -> None:
+    results = peer_run()
+    peer_ids = {v["session"].rsplit("/", 1)[-1]: {"t_app": v["t_post"] + 0.002,
+                                                 "t_finish": v["t_201"] - 0.001}
+                for b in results["batches"] if b["side"] == PEER for v in b["viewers"]}
+    a = analyse(results, [], [], peer_ids)
+    assert "handover" not in a["gateway"]
+    assert a[PEER]["handover"][HANDOVER[0]]["p50_ms"] == pytest.approx(2)
+    results["analysis"] = a
+    line = next(x for x in report(results).splitlines() if x.strip().startswith(HANDOVER[0]))
+    assert line.split()[-6:] == ["-", "/", "-", "2", "/", "2"]
