@@ -334,3 +334,30 @@ def setup_lines(results: Json) -> list[str]:
     return out + ([""] if out else [])
 
 
+
+
+def pooled(runs: list[Json]) -> Json:
+    """Several runs' batches as one run (same sides and batch size; each run is ABBA in
+    itself): on a noisy machine, ten single-viewer rounds per run are too few for a p95."""
+    first = runs[0]
+    keys = ("against", "viewers")
+    if any(tuple(r["params"].get(k) for k in keys) != tuple(first["params"].get(k) for k in keys)
+           for r in runs):
+        raise ValueError("the runs differ in --against or --viewers")
+    out = {**first, "params": {**first["params"], "rounds": sum(r["params"]["rounds"] for r in runs)},
+           "batches": [b for r in runs for b in r.get("batches", [])],
+           "elapsed_s": sum(r.get("elapsed_s", 0.0) for r in runs),
+           "cleanup_errors": [e for r in runs for e in r.get("cleanup_errors", [])]}
+    out.pop("peer_finding", None)
+    out["analysis"] = analyse(out, [], [])
+    return out
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+    from pathlib import Path
+
+    if len(sys.argv) < 2:
+        sys.exit("usage: whep_ttff_report.py RUN.json [RUN.json ...]  (whep_ttff.py --json files)")
+    print(report(pooled([json.loads(Path(path).read_text()) for path in sys.argv[1:]])))

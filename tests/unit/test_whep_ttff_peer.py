@@ -22,7 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from harness import LoggedProcess
 from peer_janus_whep import read_probes
 from whep_ttff import parse_args
-from whep_ttff_report import HANDOVER, analyse, handover, peer_verdict, ratios, report
+from whep_ttff_report import (
+    HANDOVER,
+    analyse,
+    handover,
+    peer_verdict,
+    pooled,
+    ratios,
+    report,
+)
 from whep_ttff_scenario import NATIVE, ViewerRecord, zero_field
 from whep_ttff_sides import gateway_bufferkf
 
@@ -202,3 +210,15 @@ def test_without_gateway_probes_only_the_peer_is_cut_in_three() -> None:
     results["analysis"] = a
     line = next(x for x in report(results).splitlines() if x.strip().startswith(HANDOVER[0]))
     assert line.split()[-6:] == ["-", "/", "-", "2", "/", "2"]
+
+
+def test_pooled_runs_are_one_run_with_every_batch() -> None:
+    one, two = peer_run(), peer_run()
+    two["batches"] = two["batches"][:2]
+    out = pooled([one, two])
+    assert out["params"]["rounds"] == 4 and len(out["batches"]) == 6
+    assert out["analysis"]["gateway"]["viewers"] == 6 and out["analysis"][PEER]["viewers"] == 6
+    assert "issue 13" in report(out)
+    two["params"] = {**two["params"], "viewers": 50}
+    with pytest.raises(ValueError):
+        pooled([one, two])
