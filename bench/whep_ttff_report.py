@@ -312,7 +312,8 @@ def report(results: Json) -> str:
     errors = g["errors"] + n["errors"] + g["teardown_errors"] + n["teardown_errors"]
     errors += results.get("cleanup_errors", [])
     out.append(f"errors: {len(errors)}" + "".join(f"\n  {e}" for e in errors[:10]))
-    for finding in (results.get("peer_finding"), results.get("peer_died")):
+    # Seen while measuring, and again at the end: once.
+    for finding in dict.fromkeys((results.get("peer_finding"), results.get("peer_died"))):
         if finding:
             out.append(f"FINDING: {finding}")
     if "peer_subscribers_left" in results:

@@ -222,3 +222,14 @@ def test_pooled_runs_are_one_run_with_every_batch() -> None:
     two["params"] = {**two["params"], "viewers": 50}
     with pytest.raises(ValueError):
         pooled([one, two])
+
+
+def test_a_dead_peer_is_one_finding_and_no_verdict() -> None:
+    results = peer_run()
+    results["batches"] = [b for b in results["batches"] if b["side"] == "gateway"][:1]
+    results["peer_finding"] = results["peer_died"] = "janus-whep-server exited with status -9"
+    results["analysis"] = analyse(results, [], [])
+    text = report(results)
+    assert text.count("FINDING: janus-whep-server exited with status -9") == 1
+    verdict = text.split("target (issue 13 item 3)", 1)[1].splitlines()[1:5]
+    assert [line.split()[-1] for line in verdict] == ["-"] * 4
