@@ -125,7 +125,6 @@ class NativeFeed:
         return errors
 
 
-
 class PeerGone(BenchError):
     """The peer's process died: a finding for the report, not a crash of the bench."""
 
@@ -189,7 +188,7 @@ def other_side(args: argparse.Namespace, feed: NativeFeed, mids: dict[str, str],
     mountpoint = {"pts": feed.pts, "threads": feed.threads, "bufferkf": feed.bufferkf}
     setup["gateway"] = {"mountpoint": {**{k: variant[k] for k in ("pts", "threads")},
                                        "bufferkf": feed.bufferkf},
-                        "made": "by its first viewer (the unmeasured warm-up batch)"}
+                        "made": "by its first viewer (unmeasured: warm-up or --warm)"}
     setup[args.against] = {"mountpoint": mountpoint, "endpoint": STREAM,
                            "made": "by the bench before timing (mountpoint, rtp_forward, "
                                    "createEndpoint)", "setup_ms": dict(feed.setup_ms)}
