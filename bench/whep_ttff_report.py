@@ -78,7 +78,7 @@ def analyse(results: Json, probes: list[Json], lag: list[tuple[float, float]],
             peer_probes: dict[str, Json] | None = None) -> Json:
     """Figures per side; ``probes`` are the gateway's POST records, ``peer_probes`` the
     peer's (``peer_janus_whep.read_probes``: by resource id)."""
-    by_session = {p.get("session"): p for p in probes if p.get("session")}
+    by_session: dict[str, Json] = {str(p["session"]): p for p in probes if p.get("session")}
     out: Json = {}
     against = other_side(results)
     for side in ("gateway", against):
