@@ -29,9 +29,9 @@ from tests.sandbox import INTERFACE
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-import peer_janus_whep  # noqa: E402
-from harness import STREAMING, aiortc_offerer  # noqa: E402
-from janus_direct import admin_of  # noqa: E402
+import peer_janus_whep
+from harness import STREAMING, aiortc_offerer
+from janus_direct import admin_of
 
 MOUNTPOINT = 4242
 
