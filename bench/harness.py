@@ -255,11 +255,54 @@ def start_on_janus(cfg: Any, port: int, log_path: Path, *, log_level: str | None
                           ["--log-level", log_level] if log_level else [], wrapper)
 
 
-class GatewayProcess:
+class LoggedProcess:
+    """A child in a session of its own, its output in a log file: stop, kill, last lines.
+
+    The gateway and the peers a bench compares it with (bench/peer_*.py) run
+    this way, so that stopping them is done (and fixed) once.
+    """
+
+    def __init__(self, command: list[str], env: Mapping[str, str] | None, log_path: Path,
+                 cwd: Path = REPO) -> None:
+        self.command = command
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(  # noqa: S603
+            self.command, env=dict(env) if env is not None else None, cwd=cwd,
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (a graceful shutdown, as in production), SIGKILL after ``timeout``."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def kill_now(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+class GatewayProcess(LoggedProcess):
     """``<base> serve --port P …`` in a session of its own, its output in a log file.
 
     Its own process, not in the bench's event loop: what is measured is the
     gateway as deployed, and the bench's own work does not slow it down.
+    A bench peer (another HTTP server, bench/peer_*.py) passes its own
+    ``command`` and sets ``name`` and ``health_path``.
     """
 
     name = "the gateway"
@@ -268,22 +311,10 @@ class GatewayProcess:
     def __init__(self, base: list[str], env: Mapping[str, str], log_path: Path, port: int,
                  extra_args: Iterable[str] = (), wrapper: Iterable[str] = (),
                  cwd: Path = REPO, command: list[str] | None = None) -> None:
-        """``command`` replaces ``<base> serve …`` for another server (a bench peer)."""
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.command = command or [*wrapper, *base, "serve", "--port", str(port), *extra_args]
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(  # noqa: S603
-            self.command, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        super().__init__(command or [*wrapper, *base, "serve", "--port", str(port), *extra_args],
+                         env, log_path, cwd)
 
     def wait_healthy(self, timeout: float, poll: float = 0.05) -> Json:
         """Block until ``GET <health_path>`` says 200 (its JSON body, or the text in
@@ -303,22 +334,6 @@ class GatewayProcess:
                 pass
             time.sleep(poll)
         raise RuntimeError(f"{self.name} was not healthy within {timeout} s:\n{self.log_tail()}")
-
-    def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM (a graceful shutdown, as in production), SIGKILL after ``timeout``."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def kill_now(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
 
 
 # --------------------------------------------------------------------------

@@ -36,7 +36,8 @@ from harness import (
 )
 from janus_direct import JanusAdmin, admin_of
 from webinar_scenario import PROFILES, STREAM, now, video_track
-from whep_ttff_driver import NativeFeed, Workers
+from whep_ttff_driver import Workers
+from whep_ttff_sides import NativeFeed
 
 PORTS_PER_NODE = 3000
 
