@@ -101,7 +101,7 @@ def run_row(config: Config, figures: Json, samples: list[Json], hold: list[float
 
 
 NUMERIC = ("pps", "cores", "pct_per_viewer", "us_per_packet", "us_per_received", "rss_mb",
-           "janus_threads", "share_median", "share_min", "other_cores", "machine_cores")
+           "janus_threads", "share_median", "other_cores", "machine_cores")
 
 
 def summarise(rows: list[Json]) -> list[Json]:
@@ -119,6 +119,7 @@ def summarise(rows: list[Json]) -> list[Json]:
         for key in NUMERIC:
             values = [r[key] for r in runs if not math.isnan(r[key])]
             merged[key] = median(values) if values else float("nan")
+        merged["share_min"] = min(r["share_min"] for r in runs)  # the worst viewer of all runs
         merged["viewers"] = min(r["viewers"] for r in runs)
         merged["at_99"] = min(r["at_99"] for r in runs)
         us = [r["us_per_packet"] for r in runs if not math.isnan(r["us_per_packet"])]

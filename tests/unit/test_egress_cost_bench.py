@@ -84,13 +84,13 @@ def test_summarise_takes_medians_per_config_in_first_seen_order() -> None:
     rows = [run_row(a, figures(0.09), [], [0, 1]), run_row(b, figures(0.30), [], [0, 1]),
             run_row(b, figures(0.20), [], [0, 1]), run_row(a, figures(0.11), [], [0, 1])]
     rows[1]["us_per_packet"], rows[2]["us_per_packet"] = 300.0, 200.0
-    rows[2]["viewers"] = 97
+    rows[2]["viewers"], rows[2]["share_min"] = 97, 0.0
     out = summarise(rows)
     assert [r["config"] for r in out] == ["E2T2K1", "E0T2K1"]
     assert out[0]["cores"] == pytest.approx(0.09) and out[0]["runs"] == 2
     assert out[1]["us_per_packet"] == pytest.approx(250.0)
     assert out[1]["us_spread"] == (200.0, 300.0)
-    assert out[1]["viewers"] == 97  # the worst run's
+    assert out[1]["viewers"] == 97 and out[1]["share_min"] == 0.0  # the worst run's
     assert math.isnan(out[0]["rss_mb"])
     text = table(out)
     assert "| 0 / 2 / on | 2 | 97/100 |" in text and "250.0 (200.0-300.0)" in text
