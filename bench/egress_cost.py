@@ -125,6 +125,7 @@ def run_one(args: argparse.Namespace, config: Config, workers: Workers, workdir:
     figures = analyse(run)["gateway"]
     side = run["sides"][0]
     run["row"] = run_row(config, figures, run["samples"], side["hold"])
+    run["viewer_errors"] = figures["errors"]  # the first few, for a run whose viewers failed
     # Keep what the table needs and the viewers' counts; drop the per-viewer timelines.
     run["sides"] = [{k: v for k, v in side.items() if k != "viewers"}]
     return run
