@@ -133,12 +133,19 @@ def run_one(args: argparse.Namespace, config: Config, workers: Workers, workdir:
 
 def print_table(results: Json) -> None:
     rows = [r["row"] for r in results["runs"] if "row" in r]
+    for run in results["runs"]:  # a --json saved before rows carried the handles
+        row, side = run.get("row"), (run.get("sides") or [{}])[0]
+        if row and "handles" not in row and side.get("viewers_per_node"):
+            row["handles"] = sum(side["viewers_per_node"])
+            row["us_per_handle_packet"] = row["cores"] / (row["handles"] * row["pps"]) * 1e6
     p = results["params"]
     print(f"\negress cost: profile {p['profile']}, N={p['viewers']}, hold {p['hold']} s, "
           f"one egress Janus; runs in order:")
     for r in rows:
         print(f"  {r['config']}: {fmt(r['cores'] * 100, 1)} % of a core, "
               f"{fmt(r['us_per_packet'], 1)} µs/packet, {r['viewers']} viewers, "
+              f"{r.get('handles', '-')} handles mid-hold "
+              f"({fmt(r.get('us_per_handle_packet', float('nan')), 1)} µs/packet each), "
               f"median share {fmt(r['share_median'] * 100, 1)} %, other load {fmt(r['other_cores'], 2)}")
     print("\n" + table(summarise(rows)))
     print(f"\nmachine busy {fmt(results.get('machine_busy_cores', float('nan')), 2)} cores "

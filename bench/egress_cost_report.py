@@ -88,19 +88,25 @@ def run_row(config: Config, figures: Json, samples: list[Json], hold: list[float
     cpu = figures["cpu"]
     cores = cpu["hold"]["egress0"] - cpu["idle"]["egress0"]
     rss, threads = janus_between(samples, "egress0", *hold)
+    # Viewer handles on the node mid-hold (admin API): what Janus really sent to when
+    # starved viewers' sessions ended during the hold (1000 viewers on a busy machine).
+    handles = sum(figures.get("viewers_per_node") or [0])
     return {"config": config.label, "event_loops": config.event_loops,
             "threads": config.threads, "bufferkf": config.bufferkf,
             "viewers": figures["receiving"], "n": figures["n"], "pps": figures["sent_pps"],
             "cores": cores, "pct_per_viewer": figures["egress_pct_per_viewer"],
             "us_per_packet": figures["egress_us_per_sent_packet"],
             "us_per_received": figures["egress_us_per_packet"],
+            "handles": handles, "us_per_handle_packet": cores / (handles * figures["sent_pps"]) * 1e6
+            if handles and figures["sent_pps"] else float("nan"),
             "rss_mb": rss, "janus_threads": threads,
             "share_median": figures["share_median"], "share_min": figures["share_min"],
             "at_99": figures["at_99"], "other_cores": cpu["hold"]["*other"],
             "machine_cores": cpu["hold"]["*machine"]}
 
 
-NUMERIC = ("pps", "cores", "pct_per_viewer", "us_per_packet", "us_per_received", "rss_mb",
+NUMERIC = ("pps", "cores", "pct_per_viewer", "us_per_packet", "us_per_received",
+           "us_per_handle_packet", "rss_mb",
            "janus_threads", "share_median", "other_cores", "machine_cores")
 
 
@@ -117,7 +123,7 @@ def summarise(rows: list[Json]) -> list[Json]:
     for runs in by.values():
         merged = {k: runs[0][k] for k in ("config", "event_loops", "threads", "bufferkf", "n")}
         for key in NUMERIC:
-            values = [r[key] for r in runs if not math.isnan(r[key])]
+            values = [r[key] for r in runs if not math.isnan(r.get(key, math.nan))]
             merged[key] = median(values) if values else float("nan")
         merged["share_min"] = min(r["share_min"] for r in runs)  # the worst viewer of all runs
         merged["viewers"] = min(r["viewers"] for r in runs)

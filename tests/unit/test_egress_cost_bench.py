@@ -68,7 +68,7 @@ def figures(egress_hold: float, egress_idle: float = 0.01) -> dict:
                     "idle": {"egress0": egress_idle}},
             "receiving": 100, "n": 100, "sent_pps": 10.0, "egress_pct_per_viewer": 0.08,
             "egress_us_per_sent_packet": 80.0, "egress_us_per_packet": 81.0,
-            "share_median": 1.0, "share_min": 0.99, "at_99": 100}
+            "share_median": 1.0, "share_min": 0.99, "at_99": 100, "viewers_per_node": [50]}
 
 
 def test_run_row_is_the_egress_cpu_above_idle_with_memory_and_load() -> None:
@@ -77,6 +77,8 @@ def test_run_row_is_the_egress_cpu_above_idle_with_memory_and_load() -> None:
     assert row["cores"] == pytest.approx(0.08)
     assert (row["rss_mb"], row["janus_threads"]) == (40.0, 7)
     assert row["other_cores"] == 1.5 and row["us_per_packet"] == 80.0
+    assert row["handles"] == 50  # starved viewers gone mid-hold: per packet to those left
+    assert row["us_per_handle_packet"] == pytest.approx(0.08 / (50 * 10.0) * 1e6)
 
 
 def test_summarise_takes_medians_per_config_in_first_seen_order() -> None:
