@@ -107,6 +107,20 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+def rss_threads(pid: int) -> tuple[float, float]:
+    """(VmRSS in KiB, thread count) of ``pid``; NaNs if it is gone."""
+    rss = threads = float("nan")
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = float(line.split()[1])
+            elif line.startswith("Threads:"):
+                threads = float(line.split()[1])
+    except OSError:
+        pass
+    return rss, threads
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` (all its threads, dead ones too); NaN if unreadable."""
     try:
