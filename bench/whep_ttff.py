@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         nonlocal janus, gateway, workers
         workers = Workers(args.procs)  # spawned early: they import aiortc meanwhile
         janus = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, ice_lite=args.ice_lite,
-                                                event_loops=args.janus_event_loops))
+                                                event_loops=args.janus_event_loops,
+                                                websockets=True))  # for janus_transport=websocket
         janus.start()
         janus_info = httpx.get(f"{janus.cfg.api_url}/info", timeout=5).json()
         gateway = start_gateway(janus, free_port(), workdir / "gateway.log", probes,
