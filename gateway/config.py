@@ -175,9 +175,10 @@ class Settings(BaseSettings):
     )
     janus_request_timeout: float = Field(4.0, gt=0, le=30)
     janus_transport: Literal["http", "websocket"] = Field(
-        "http", description="how requests and events reach Janus: http (a POST per request, "
-        "a long poll per session) or websocket (one socket per node; the managed Janus then "
-        "serves it, a configured node needs ws_url). Replicas (redis_url) stay on http",
+        "websocket", description="how requests and events reach Janus: websocket (one socket "
+        "per node, events pushed; the managed Janus serves it, a configured node needs ws_url, "
+        "else http) or http (a POST per request, a long poll per session). Replicas "
+        "(redis_url) stay on http",
     )
 
     region: str | None = Field(

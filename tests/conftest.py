@@ -57,8 +57,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def janus() -> Iterator[ManagedJanus]:
     """One Janus for the whole run, as the Debian package ships it.  It serves
-    its WebSocket transport too: a gateway uses it with janus_transport =
-    "websocket" (e.g. WHIP_GATEWAY_JANUS_TRANSPORT=websocket for a whole run)."""
+    its WebSocket transport too, which gateways use by default
+    (WHIP_GATEWAY_JANUS_TRANSPORT=http runs a whole run on the long poll)."""
     process = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, debug_level=4,
                                               websockets=True))
     process.start()

@@ -1,11 +1,11 @@
-"""An async client for the Janus API over its HTTP transport.
+"""An async client for the Janus API, over its WebSocket or its HTTP transport.
 
 Why our own: the PyPI clients did not fit.  ``janus-client`` opens a new
 aiohttp session for every request and ties its plugin classes to aiortc
 media in the same process; ``janus-api-core`` brings reactivex, websockets
 and a global settings system, and builds its sessions on the WebSocket
 transport.  We need a small thing: typed errors with Janus's codes, one
-long-poll event pump per Janus session, and exact control over timeouts
+event pump per Janus session, and exact control over timeouts
 (a hung Janus must fail a POST well before OBS gives up after 8 s).
 
 Transport: aiohttp, over Janus's HTTP API (``transport.HttpTransport``) or

@@ -18,14 +18,13 @@ def transports(**settings: object) -> list[type]:
     return [type(node.client.transport) for node in backend.pool.nodes]
 
 
-def test_http_unless_asked() -> None:
-    assert transports(janus=[NODE]) == [HttpTransport]
-
-
 def test_websocket_where_the_node_has_one() -> None:
     bare = {"url": "http://127.0.0.1:8089/janus", "name": "bare"}
-    assert transports(janus=[NODE, bare], janus_transport="websocket") == [
-        WebSocketTransport, HttpTransport]
+    assert transports(janus=[NODE, bare]) == [WebSocketTransport, HttpTransport]
+
+
+def test_http_when_asked() -> None:
+    assert transports(janus=[NODE], janus_transport="http") == [HttpTransport]
 
 
 def test_replicas_stay_on_http() -> None:
@@ -34,13 +33,14 @@ def test_replicas_stay_on_http() -> None:
                       redis_url="redis://127.0.0.1:6379/0") == [HttpTransport]
 
 
-def test_managed_janus_serves_the_websocket_when_asked() -> None:
-    backend = build_backend(load_settings(janus_transport="websocket"))
+def test_managed_janus_serves_the_websocket_unless_http() -> None:
+    backend = build_backend(load_settings())
     assert all(m.cfg.websockets for m in backend.managed)
     for node, managed in zip(backend.pool.nodes, backend.managed):
         assert isinstance(node.client.transport, WebSocketTransport)
         assert node.client.ws_url == managed.cfg.ws_url
-    assert not any(m.cfg.websockets for m in build_backend(load_settings()).managed)
+    assert not any(m.cfg.websockets
+                   for m in build_backend(load_settings(janus_transport="http")).managed)
 
 
 def test_ws_url_must_be_a_websocket_url() -> None:
