@@ -31,6 +31,7 @@ class EventSink(Protocol):
     """A Janus session as a transport sees it."""
 
     id: int
+    lost: asyncio.Event  # set once the session is given up
 
     @property
     def alive(self) -> bool: ...

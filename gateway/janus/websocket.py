@@ -91,14 +91,14 @@ class WebSocketTransport:
             self._replies.pop(transaction, None)
 
     async def listen(self, session: EventSink) -> None:
-        """Route ``session``'s events to it until this is cancelled (the reader
-        does the work; this task only holds the route open)."""
+        """Route ``session``'s events to it until it is lost or this is
+        cancelled (the reader does the work; this task holds the route open)."""
         self._sessions[session.id] = session
         try:
             if not self.connected:  # the socket it was made on is already gone
                 session.mark_lost()
                 return
-            await asyncio.get_running_loop().create_future()
+            await session.lost.wait()
         finally:
             if self._sessions.get(session.id) is session:
                 del self._sessions[session.id]
@@ -121,11 +121,14 @@ class WebSocketTransport:
             self._gone(ws)
 
     def _route(self, message: Json) -> None:
-        future = self._replies.pop(str(message.get("transaction")), None)
+        transaction = message.get("transaction")
+        future = self._replies.pop(str(transaction), None)
         if future is not None:
             if not future.done():
                 future.set_result(message)
             return
+        if transaction is not None and message.get("janus") in ("ack", "success", "error"):
+            return  # the reply to a request that gave up waiting: the HTTP path never sees it
         session = self._sessions.get(message.get("session_id", 0))
         if session is None:
             return
