@@ -79,10 +79,11 @@ class WebSocketTransport:
         future: asyncio.Future[Json] = asyncio.get_running_loop().create_future()
         self._replies[transaction] = future
         try:
-            ws = await asyncio.wait_for(self._socket(), self.request_timeout)
-            await ws.send_str(json.dumps(payload))
-            return await asyncio.wait_for(future, self.request_timeout)
-        except asyncio.TimeoutError as exc:
+            async with asyncio.timeout(self.request_timeout):  # connecting included, as over HTTP
+                ws = await self._socket()
+                await ws.send_str(json.dumps(payload))
+                return await future
+        except TimeoutError as exc:
             raise JanusUnreachable(f"{body.get('janus')} over WebSocket: no reply in "
                                    f"{self.request_timeout} s") from exc
         except (aiohttp.ClientError, ConnectionError) as exc:
