@@ -234,10 +234,14 @@ def gateway_env(*, clean: bool = False) -> dict[str, str]:
 
 
 def janus_nodes_env(cfg: Any) -> str:
-    """WHIP_GATEWAY_JANUS for one bench-managed Janus (a ``JanusProcessConfig``)."""
+    """WHIP_GATEWAY_JANUS for one bench-managed Janus (a ``JanusProcessConfig``).
+
+    A Janus that serves its WebSocket transport gets a ``ws_url`` too, which
+    the gateway uses by default (``janus_transport = "websocket"``)."""
     return json.dumps([{
         "url": cfg.api_url, "admin_url": cfg.admin_url,
         "admin_secret": cfg.admin_secret, "plugin_admin_key": cfg.plugin_admin_key,
+        **({"ws_url": cfg.ws_url} if getattr(cfg, "websockets", False) else {}),
     }])
 
 

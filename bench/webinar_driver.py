@@ -60,7 +60,7 @@ def start_nodes(egress: int, interface: str, event_loops: int = 2) -> list[Any]:
         base = 20000 + i * PORTS_PER_NODE
         janus = ManagedJanus(JanusProcessConfig(
             ice_enforce_list=interface, ice_lite=i > 0,
-            event_loops=event_loops if i > 0 else 2, debug_level=3,
+            event_loops=event_loops if i > 0 else 2, debug_level=3, websockets=True,
             rtp_port_range=f"{base}-{base + 2499}",
             streaming_port_range=f"{base + 2500}-{base + PORTS_PER_NODE - 1}"))
         janus.start()
@@ -76,7 +76,8 @@ def gateway_toml(nodes: list[Any], port: int) -> str:
         lines += ["[[janus]]", f'name = "{"ingest" if i == 0 else f"egress{i - 1}"}"',
                   f'role = "{"ingest" if i == 0 else "egress"}"', f'url = "{cfg.api_url}"',
                   f'admin_url = "{cfg.admin_url}"', f'admin_secret = "{cfg.admin_secret}"',
-                  f'plugin_admin_key = "{cfg.plugin_admin_key}"', ""]
+                  f'plugin_admin_key = "{cfg.plugin_admin_key}"',
+                  *([f'ws_url = "{cfg.ws_url}"'] if cfg.websockets else []), ""]
     return "\n".join(lines)
 
 

@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         workers = Workers(args.procs)  # spawned early: they import aiortc meanwhile
         janus = ManagedJanus(JanusProcessConfig(
             ice_enforce_list=INTERFACE, ice_lite=args.ice_lite, event_loops=args.janus_event_loops,
-            websockets=args.against in PEERS,
+            websockets=True,  # the gateway's janus_transport=websocket, and janode peers
             chroot=str(args.janus_sid) if args.janus_sid else None))
         janus.start()
         janus_info = httpx.get(f"{janus.cfg.api_url}/info", timeout=5).json()

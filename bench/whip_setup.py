@@ -376,8 +376,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         nonlocal janus, gateway
-        janus = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE,
-                                                websockets=bool(folders)))
+        # WebSocket on: the gateway's default janus_transport, and the janode peers'.
+        janus = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, websockets=True))
         janus.start()
         janus_info = httpx.get(f"{janus.cfg.api_url}/info", timeout=5).json()
         gateway = start_gateway(janus, free_port(), workdir / "gateway.log",

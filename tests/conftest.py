@@ -57,8 +57,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def janus() -> Iterator[ManagedJanus]:
-    """One Janus for the whole run, as the Debian package ships it."""
-    process = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, debug_level=4))
+    """One Janus for the whole run, as the Debian package ships it.  It serves
+    its WebSocket transport too, which gateways use by default
+    (WHIP_GATEWAY_JANUS_TRANSPORT=http runs a whole run on the long poll)."""
+    process = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, debug_level=4,
+                                              websockets=True))
     process.start()
     yield process
     process.stop()
@@ -69,7 +72,8 @@ def janus_lite() -> Iterator[ManagedJanus]:
     """A second Janus 1.1.2 in ICE-lite mode, as a dedicated egress node."""
     process = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, ice_lite=True,
                                               rtp_port_range="40001-45000",
-                                              streaming_port_range="45001-50000"))
+                                              streaming_port_range="45001-50000",
+                                              websockets=True))
     process.start()
     yield process
     process.stop()
@@ -165,6 +169,7 @@ def janus_settings(janus: ManagedJanus, role: str = "both") -> JanusNodeSettings
     return JanusNodeSettings(
         url=janus.cfg.api_url, admin_url=janus.cfg.admin_url, role=role,  # type: ignore[arg-type]
         admin_secret=janus.cfg.admin_secret, plugin_admin_key=janus.cfg.plugin_admin_key,
+        ws_url=janus.cfg.ws_url if janus.cfg.websockets else None,
     )
 
 
