@@ -39,9 +39,9 @@ class Line:
     gateway's SDP time.
     """
 
-    __slots__ = ("type", "value", "attribute")
+    __slots__ = ("attribute", "type", "value")
 
-    def __init__(self, type: str, value: str) -> None:  # noqa: A002 - the SDP's own word
+    def __init__(self, type: str, value: str) -> None:
         self.type = type
         self.value = value
         # ``a=name:value`` as ``(name, value)``; None for other line types.
