@@ -179,7 +179,7 @@ def summary(rows: list[Json], limit_ms: float) -> str:
                      f"failed set-up): {fmt(over, 0) if over else 'none reached'}")
     if len(sides) == 2:
         pairs = [(a, b) for a in rows if a["side"] == "gateway"
-                 for b in rows if b["side"] == "baseline" and b["rate"] == a["rate"]]
+                 for b in rows if b["side"] == "baseline" and b["step"] == a["step"]]
         for a, b in pairs:
             lines.append(f"rate {fmt(a['rate'], 0)}: gateway CPU per set-up {fmt(a['gateway_ms'], 2)} "
                          f"vs baseline {fmt(b['gateway_ms'], 2)} ms, ratio "
@@ -247,6 +247,7 @@ async def measure(args: argparse.Namespace, nodes: list[Any], gateways: dict[str
         for n, rate in enumerate(args.rate_steps):
             for side in (sides if n % 2 == 0 else sides[::-1]):
                 row = await run_step(args, side, rate, gateways[side], workers, meter, idle)
+                row["step"] = n
                 rows.append(row)
                 print(table([row]).splitlines()[1], flush=True)
                 if row["errors"]:
@@ -300,7 +301,9 @@ def main(argv: list[str] | None = None) -> int:
         trees = {"gateway": None, **({"baseline": args.baseline} if args.baseline else {})}
         for side, tree in trees.items():
             (workdir / side).mkdir()
-            extra = [*env, *([f"PYTHONPATH={tree}"] if tree else [])]
+            # Their own tags in Janus: each frees what carries its tag at start.
+            extra = [*env, f"WHIP_GATEWAY_INSTANCE_NAME=setup-rate-{side}",
+                     *([f"PYTHONPATH={tree}"] if tree else [])]
             gateways[side] = start_gateway(nodes, free_port(), workdir / side, extra,
                                            profile=args.profile if side == "gateway" else None)
         for gateway in gateways.values():
