@@ -82,6 +82,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="this tree's gateway under cProfile (CPU time), written to FILE")
     parser.add_argument("--warmup", type=float, default=2.0,
                         help="seconds at the first rate per side, not recorded")
+    parser.add_argument("--janus-cost", type=int, default=300, metavar="N",
+                        help="after the steps, N requests of the gateway's Janus client, timed (0: no)")
     parser.add_argument("--gap", type=float, default=2.0, help="pause between steps")
     parser.add_argument("--request-timeout", type=float, default=10.0)
     parser.add_argument("--max-seconds", type=float, default=600.0, help="cap on the whole run")
@@ -256,6 +258,14 @@ async def measure(args: argparse.Namespace, nodes: list[Any], gateways: dict[str
             if args.stop_over and all(first_over([r for r in rows if r["side"] == s],
                                                  args.p95_limit) for s in sides):
                 break
+        if args.janus_cost:
+            workers.conns[0].send({"op": "janus_cost", "url": nodes[-1].cfg.api_url,
+                                   "count": args.janus_cost})
+            cost = (await workers.gather(120, workers.conns[:1]))[0]
+            results["janus_client"] = cost
+            print(f"gateway's Janus client, CPU per request: keepalive POST "
+                  f"{cost['keepalive_us']:.0f} µs; attach + detach (2 POSTs, 1 event) "
+                  f"{cost['attach_detach_us']:.0f} µs", flush=True)
     finally:
         async with httpx.AsyncClient(timeout=10) as http:
             for pc, location in publishers:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import signal
+import time
 from dataclasses import asdict
 from typing import Any
 from urllib.parse import urljoin
@@ -124,6 +125,36 @@ class Step:
             return urljoin(url, reply.headers["Location"]), body
 
 
+async def janus_client_cost(url: str, count: int) -> Json:
+    """CPU of the gateway's own Janus client (``gateway.janus.client``), per request.
+
+    Run here, in an idle load-generator process, on an egress Janus: ``count``
+    keepalives (one POST each), then ``count`` Streaming handles attached and
+    detached (two POSTs, and the ``detached`` event the long poll brings).
+    Measured, not changed: the client is another helper's.
+    """
+    from gateway.janus.client import JanusClient
+
+    client = JanusClient(url)
+    session = await client.create_session()
+    try:
+        for _ in range(20):  # warm: connections, first-call paths
+            await session.keepalive(5)
+        t = time.process_time()
+        for _ in range(count):
+            await session.keepalive(5)
+        keepalive = (time.process_time() - t) / count
+        t = time.process_time()
+        for _ in range(count):
+            handle = await session.attach("janus.plugin.streaming")
+            await handle.detach()
+        pair = (time.process_time() - t) / count
+    finally:
+        await session.destroy()
+        await client.close()
+    return {"phase": "done", "keepalive_us": keepalive * 1e6, "attach_detach_us": pair * 1e6}
+
+
 def worker_main(conn: Any, index: int) -> None:
     """A load-generator process: one ``Step`` per command, each in a fresh event loop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides
@@ -138,7 +169,8 @@ def worker_main(conn: Any, index: int) -> None:
         if cmd.get("op") == "stop":
             return
         try:
-            result = asyncio.run(Step(cmd).run())
+            result = asyncio.run(janus_client_cost(cmd["url"], cmd["count"])
+                                 if cmd.get("op") == "janus_cost" else Step(cmd).run())
         except BaseException as exc:  # noqa: BLE001 - report it; the main process decides
             result = {"phase": "error", "error": f"worker {index}: {exc!r}"}
         try:
