@@ -24,6 +24,7 @@ _TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
 # which int() then refuses or reads, and int() refuses over 4300 digits.
 _PORT = re.compile(r"^[0-9]{1,5}$")
 _PAYLOAD_TYPE = re.compile(r"^[0-9]{1,3}$")
+_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")  # in the order ``direction`` prefers
 
 
 class SdpError(ValueError):
@@ -130,8 +131,11 @@ class MediaSection:
 
     @property
     def direction(self) -> str:
-        for name in ("sendrecv", "sendonly", "recvonly", "inactive"):
-            if self.has(name):
+        # One pass over the lines; with several (a malformed m-line) the
+        # first of _DIRECTIONS wins, wherever it stands.
+        found = {a[0] for ln in self.lines if (a := ln.attribute) is not None and a[0] in _DIRECTIONS}
+        for name in _DIRECTIONS:
+            if name in found:
                 return name
         return "sendrecv"  # RFC 8866 section 6.7: the default
 
