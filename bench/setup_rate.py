@@ -137,6 +137,8 @@ def step_figures(records: list[Json], cpu_s: dict[str, float], idle: dict[str, f
         "max": max(latency) if latency else float("nan"),
         "statuses": statuses, "deletes": deletes,
         "errors": sorted({r["error"] for r in records if r.get("error")})[:5],
+        # --connect: viewers whose first video packet came (ICE, DTLS, media all up)
+        "receiving": sum(1 for r in records if r.get("t_first") is not None),
         "gateway_ms": per_setup(added([gateway])),
         "janus_ms": per_setup(added(janus)),
         "loadgen_cores": sum(cpu_s[n] for n in workers) / window_s if window_s else float("nan"),
@@ -167,7 +169,8 @@ def table(rows: list[Json]) -> str:
                      f"{fmt(r['p50']):>8}{fmt(r['p95']):>8}{fmt(r['max']):>8}"
                      f"{fmt(r['gateway_ms'], 2):>12}{fmt(r['janus_ms'], 2):>9}"
                      f"{fmt(r['loadgen_cores'], 2):>8}{fmt(r['other_cores'], 2):>7}"
-                     f"  POST {statuses}; DELETE {deletes}")
+                     f"  POST {statuses}; DELETE {deletes}"
+                     + (f"; receiving {r['receiving']}" if r.get("receiving") else ""))
     return "\n".join(lines)
 
 
