@@ -29,7 +29,6 @@ from harness import (
     GatewayProcess,
     Json,
     cpu_seconds,
-    gateway_command,
     gateway_env,
     machine_busy,
     rss_kb,
@@ -82,15 +81,17 @@ def gateway_toml(nodes: list[Any], port: int) -> str:
 
 
 def start_gateway(nodes: list[Any], port: int, workdir: Path,
-                  extra_env: list[str] | None) -> GatewayProcess:
+                  extra_env: list[str] | None, profile: Path | None = None) -> GatewayProcess:
+    """The gateway on ``nodes``; with ``profile``, under cProfile (bench/probes.py)."""
     from harness import apply_env_items
+    from probes import gateway_base
 
     toml = workdir / "gateway.toml"
     toml.write_text(gateway_toml(nodes, port))
     env = gateway_env(clean=True)
     env.update(RATE_LIMITS_OFF)
     apply_env_items(env, extra_env)
-    return GatewayProcess(gateway_command(), env, workdir / "gateway.log", port,
+    return GatewayProcess(gateway_base(env, profile=profile), env, workdir / "gateway.log", port,
                           ["--config", str(toml)])
 
 

@@ -23,6 +23,7 @@ from gateway.http import admin, pages
 from gateway.http import admin_streams
 from gateway.http import openapi
 from gateway.http.requestid import RequestIdMiddleware
+from gateway.http.server import CappedHttpToolsProtocol
 from gateway.http import metrics as metrics_route
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.core.catalog import StreamCatalog
@@ -99,7 +100,8 @@ SERVER_OPTIONS = {
     # settings say; gateway.http.forwarded reads it from trusted_proxies only.
     "proxy_headers": False,
     "timeout_keep_alive": 5,  # idle connections do not linger
-    "http": "h11",  # h11 caps request heads (16 KiB); httptools has no cap at all
+    # httptools (C) with h11's 16 KiB cap on request heads (gateway.http.server).
+    "http": CappedHttpToolsProtocol,
 }
 
 
