@@ -24,6 +24,7 @@ once the node is back, in case Janus itself did not restart.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import secrets
 from typing import Callable
@@ -97,7 +98,9 @@ class PublisherPool:
         """Top the pool up in the background (one task at a time)."""
         if self._closed or self.size <= 0 or (self._task is not None and not self._task.done()):
             return
-        self._task = asyncio.create_task(self._top_up(), name=f"publisher-pool-{self.node.name}")
+        # A context of its own: the refill belongs to no request (logs, probes).
+        self._task = asyncio.create_task(self._top_up(), name=f"publisher-pool-{self.node.name}",
+                                         context=contextvars.Context())
 
     # -- what Janus holds for the pool ----------------------------------------
 

@@ -92,8 +92,6 @@ class RoomPublisher(JanusPeer):
         on_event = events_to(observer)
         room_id = pool.take_room(options) if pool is not None else None
         handle = pool.take_handle(on_event) if pool is not None else None
-        if pool is not None:
-            pool.refill()
         try:
             if room_id is None or handle is None:
                 room_id, handle = await _room_and_handle(
@@ -118,6 +116,9 @@ class RoomPublisher(JanusPeer):
             if room_id:
                 await quietly(destroy_room(node, room_id))
             raise
+        finally:
+            if pool is not None:  # once the answer is here: the refill stays off this request
+                pool.refill()
 
     async def renegotiate(self, offer: str, timeout: float = 6.0) -> sdp.SessionDescription:
         """Send the client's new offer (an ICE restart); returns Janus's answer, read."""
