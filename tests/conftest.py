@@ -130,9 +130,10 @@ class Leaks:
                 seen |= set(hs)
                 rest = [h for h in hs if h not in pooled_handles]
                 assert len(rest) == 2, f"session {session} holds handles beyond the 2 control ones and the pool's: {rest}"
-        assert pooled_handles <= seen, f"pooled handles Janus does not hold: {pooled_handles - seen}"
         rooms = await self.all_rooms()
-        assert pooled_rooms <= set(rooms), f"pooled rooms Janus does not hold: {pooled_rooms - set(rooms)}"
+        if self.admins:  # (a gateway that runs its own Janus shows us none of it)
+            assert pooled_handles <= seen, f"pooled handles Janus does not hold: {pooled_handles - seen}"
+            assert pooled_rooms <= set(rooms), f"pooled rooms Janus does not hold: {pooled_rooms - set(rooms)}"
         assert [r for r in rooms if r not in pooled_rooms] == [], "a VideoRoom room was left behind"
         assert await self.mountpoints() == [], "a Streaming mountpoint was left behind"
 
