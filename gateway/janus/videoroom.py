@@ -217,8 +217,8 @@ async def _room_and_handle(
     node: JanusNode, options: RoomOptions, description: str, room_id: int | None,
     handle: JanusHandle | None, attach: Callable[[], Awaitable[JanusHandle]],
 ) -> tuple[int, JanusHandle]:
-    """Make what the pool did not give, concurrently; on a failure, undo the
-    other half (and what the pool gave) before raising."""
+    """Make what the pool did not give, concurrently; on a failure, undo what
+    was made here before raising (the caller undoes what the pool gave)."""
     made = await asyncio.gather(
         create_room(node, options, description) if room_id is None else _given(room_id),
         attach() if handle is None else _given(handle),
@@ -226,9 +226,9 @@ async def _room_and_handle(
     failed = [r for r in made if isinstance(r, BaseException)]
     if not failed:
         return made[0], made[1]  # type: ignore[return-value]
-    if not isinstance(made[1], BaseException):
+    if handle is None and not isinstance(made[1], BaseException):
         await quietly(made[1].detach())
-    if not isinstance(made[0], BaseException):
+    if room_id is None and not isinstance(made[0], BaseException):
         await quietly(destroy_room(node, made[0]))
     raise failed[0]
 
