@@ -90,12 +90,16 @@ class RoomPublisher(JanusPeer):
                     pool: PublisherPool | None) -> RoomPublisher:
         session = node.require_session()
         on_event = events_to(observer)
+        description = f"{node.tag} {display}"
         room_id = pool.take_room(options) if pool is not None else None
         handle = pool.take_handle(on_event) if pool is not None else None
+        # A pooled room takes the stream's name, as a fresh one has it (operators,
+        # audits), while the join runs: no round trip is added to the answer.
+        renamed = asyncio.ensure_future(_rename_room(node, room_id, description)) if room_id else None
         try:
             if room_id is None or handle is None:
                 room_id, handle = await _room_and_handle(
-                    node, options, f"{node.tag} {display}", room_id, handle,
+                    node, options, description, room_id, handle,
                     lambda: session.attach(VIDEOROOM, on_event, opaque_id=node.tag))
             event = await handle.message(
                 {"request": "joinandconfigure", "ptype": "publisher", "room": room_id,
@@ -103,6 +107,8 @@ class RoomPublisher(JanusPeer):
                 {"type": "offer", "sdp": offer, "trickle": True},
                 timeout=timeout,
             )
+            if renamed is not None:
+                await renamed
             if event.jsep is None or event.data.get("videoroom") != "joined":
                 raise JanusPluginError(VIDEOROOM, 0, f"unexpected reply {event.data}")
             publisher = cls(node=node, room_id=room_id, handle=handle)
@@ -112,6 +118,8 @@ class RoomPublisher(JanusPeer):
             node.load += 1
             return publisher
         except BaseException:
+            if renamed is not None:  # never left running against a room being destroyed
+                await asyncio.gather(renamed, return_exceptions=True)
             await quietly(handle.detach() if handle else None)
             if room_id:
                 await quietly(destroy_room(node, room_id))
@@ -262,6 +270,15 @@ async def create_room(node: JanusNode, options: RoomOptions, description: str,
                 raise
             room_id = None
     raise JanusPluginError(VIDEOROOM, ROOM_EXISTS, "could not find a free room id")
+
+
+async def _rename_room(node: JanusNode, room_id: int, description: str) -> None:
+    """Best effort: a pooled room keeps its pool description if this fails."""
+    try:
+        await control_request(node, VIDEOROOM, {"request": "edit", "room": room_id,
+                                                "new_description": description})
+    except (JanusError, JanusUnreachable) as exc:
+        log.warning("room %s on %s not renamed: %s", room_id, node.name, exc)
 
 
 async def destroy_room(node: JanusNode, room_id: int) -> None:

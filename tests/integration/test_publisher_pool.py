@@ -95,6 +95,7 @@ async def test_a_warm_pool_serves_a_publish_and_is_topped_up(
     assert handle in handles_before, "the publisher joined on a pre-attached handle"
     assert room in rooms_before, "in a pre-created room"
     entry = await room_entry(leaks, room)
+    assert entry["description"] == "whip-gateway cam", "named after its stream, as a fresh room"
     assert entry["max_publishers"] == 1 and entry["videocodec"] == "h264,vp8,vp9,av1,h265"
     assert entry["audiocodec"] == "opus" and entry["record"] is False
 
