@@ -206,6 +206,8 @@ async def start_gateway(janus_node: ManagedJanus | Topology,
     async def start(access_log: bool = False, **overrides: Any) -> RunningGateway:
         port = free_port()
         overrides.setdefault("janus", [janus_settings(j, role) for j, role in topology(janus_node)])
+        if servers:  # gateways sharing a Janus need tags of their own, or each reaps the other
+            overrides.setdefault("instance_name", f"whip-gateway-{len(servers) + 1}")
         settings = load_settings(host="127.0.0.1", port=port, **overrides)
         app = create_app(settings)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on",
