@@ -34,7 +34,7 @@ from gateway.janus.client import (EventCallback, JanusError, JanusHandle, JanusP
 from gateway.janus.node import JanusNode
 from gateway.janus.peer import quietly
 from gateway.janus.reaper import POOL_WORD
-from gateway.janus.videoroom import VIDEOROOM, RoomOptions, create_room, destroy_room
+from gateway.janus.videoroom import VIDEOROOM, RoomOptions, create_room, destroy_room, rename_room
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,7 @@ class PublisherPool:
         self._passing: set[int] = set()
         self._attaching = 0
         self._doomed: list[int] = []  # rooms to destroy: wrong options, or a lost session's
+        self._renames: list[tuple[int, str]] = []  # taken rooms to name after their streams
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.taken = 0  # takes served from the pool (a room or a handle), for tests and metrics
@@ -94,6 +95,11 @@ class PublisherPool:
         self.taken += 1
         return self._rooms.pop()
 
+    def rename(self, room_id: int, description: str) -> None:
+        """Give a taken room its stream's description, with the next refill
+        (after the answer: an ``edit`` beside the join slowed the join)."""
+        self._renames.append((room_id, description))
+
     def refill(self) -> None:
         """Top the pool up in the background (one task at a time)."""
         if self._closed or self.size <= 0 or (self._task is not None and not self._task.done()):
@@ -121,6 +127,7 @@ class PublisherPool:
         if self._task is not None:
             self._task.cancel()
         self._handles = []
+        self._renames = []
         self._doomed += [*self._rooms, *self._passing]
         self._rooms = []
         self._passing.clear()
@@ -148,8 +155,9 @@ class PublisherPool:
 
     async def _top_up(self) -> None:
         try:
-            await self._destroy_doomed()
             while not self._closed and self.node.healthy:
+                await self._rename_taken()  # (rooms taken while this task ran too)
+                await self._destroy_doomed()
                 steps = []
                 if len(self._handles) + self._attaching < self.size:
                     steps.append(self._add_handle())
@@ -164,6 +172,14 @@ class PublisherPool:
         except (JanusError, JanusUnreachable) as exc:
             # Tried again after the next take, or when the node is back.
             log.warning("publisher pool on %s not topped up: %s", self.node.name, exc)
+
+    async def _rename_taken(self) -> None:
+        while self._renames:
+            room_id, description = self._renames.pop(0)
+            try:
+                await rename_room(self.node, room_id, description)
+            except JanusError as exc:  # the publisher left already: its room is gone
+                log.debug("room %s not renamed: %s", room_id, exc)
 
     async def _add_handle(self) -> None:
         session = self.node.require_session()

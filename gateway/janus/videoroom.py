@@ -93,9 +93,7 @@ class RoomPublisher(JanusPeer):
         description = f"{node.tag} {display}"
         room_id = pool.take_room(options) if pool is not None else None
         handle = pool.take_handle(on_event) if pool is not None else None
-        # A pooled room takes the stream's name, as a fresh one has it (operators,
-        # audits), while the join runs: no round trip is added to the answer.
-        renamed = asyncio.ensure_future(_rename_room(node, room_id, description)) if room_id else None
+        pooled_room = room_id
         try:
             if room_id is None or handle is None:
                 room_id, handle = await _room_and_handle(
@@ -107,8 +105,6 @@ class RoomPublisher(JanusPeer):
                 {"type": "offer", "sdp": offer, "trickle": True},
                 timeout=timeout,
             )
-            if renamed is not None:
-                await renamed
             if event.jsep is None or event.data.get("videoroom") != "joined":
                 raise JanusPluginError(VIDEOROOM, 0, f"unexpected reply {event.data}")
             publisher = cls(node=node, room_id=room_id, handle=handle)
@@ -118,14 +114,16 @@ class RoomPublisher(JanusPeer):
             node.load += 1
             return publisher
         except BaseException:
-            if renamed is not None:  # never left running against a room being destroyed
-                await asyncio.gather(renamed, return_exceptions=True)
+            pooled_room = None
             await quietly(handle.detach() if handle else None)
             if room_id:
                 await quietly(destroy_room(node, room_id))
             raise
         finally:
-            if pool is not None:  # once the answer is here: the refill stays off this request
+            if pool is not None:  # once the answer is here: the pool's work stays off this request
+                if pooled_room is not None:
+                    # named after its stream, as a fresh room is (operators, audits)
+                    pool.rename(pooled_room, description)
                 pool.refill()
 
     async def renegotiate(self, offer: str, timeout: float = 6.0) -> sdp.SessionDescription:
@@ -272,13 +270,9 @@ async def create_room(node: JanusNode, options: RoomOptions, description: str,
     raise JanusPluginError(VIDEOROOM, ROOM_EXISTS, "could not find a free room id")
 
 
-async def _rename_room(node: JanusNode, room_id: int, description: str) -> None:
-    """Best effort: a pooled room keeps its pool description if this fails."""
-    try:
-        await control_request(node, VIDEOROOM, {"request": "edit", "room": room_id,
-                                                "new_description": description})
-    except (JanusError, JanusUnreachable) as exc:
-        log.warning("room %s on %s not renamed: %s", room_id, node.name, exc)
+async def rename_room(node: JanusNode, room_id: int, description: str) -> None:
+    await control_request(node, VIDEOROOM, {"request": "edit", "room": room_id,
+                                            "new_description": description})
 
 
 async def destroy_room(node: JanusNode, room_id: int) -> None:

@@ -94,12 +94,11 @@ async def test_a_warm_pool_serves_a_publish_and_is_topped_up(
     [(handle, room)] = (await publishers(leaks.admin)).items()
     assert handle in handles_before, "the publisher joined on a pre-attached handle"
     assert room in rooms_before, "in a pre-created room"
+    await settled_pool(gw)  # renamed and topped up off the request path
     entry = await room_entry(leaks, room)
     assert entry["description"] == "whip-gateway cam", "named after its stream, as a fresh room"
     assert entry["max_publishers"] == 1 and entry["videocodec"] == "h264,vp8,vp9,av1,h265"
     assert entry["audiocodec"] == "opus" and entry["record"] is False
-
-    await settled_pool(gw)  # topped up off the request path
     handles_now, rooms_now = pool.held()
     assert len(handles_now) == 2 and len(rooms_now) == 2 and room not in rooms_now
     assert await leaks.rooms() == [room]
