@@ -22,15 +22,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
-from harness import (RATE_LIMITS_OFF, GatewayProcess, Json, aiortc_offerer, enter_netns,
-                     gateway_env, janus_nodes_env, percentile, write_json)
+from harness import (
+    RATE_LIMITS_OFF,
+    GatewayProcess,
+    Json,
+    aiortc_offerer,
+    enter_netns,
+    gateway_env,
+    janus_nodes_env,
+    percentile,
+    write_json,
+)
 
 from gateway.janus.admin import JanusAdmin
 from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port

@@ -27,14 +27,25 @@ import asyncio
 import contextvars
 import logging
 import secrets
-from typing import Callable
+from collections.abc import Callable
 
-from gateway.janus.client import (EventCallback, JanusError, JanusHandle, JanusPluginError,
-                                  JanusUnreachable)
+from gateway.janus.client import (
+    EventCallback,
+    JanusError,
+    JanusHandle,
+    JanusPluginError,
+    JanusUnreachable,
+)
 from gateway.janus.node import JanusNode
 from gateway.janus.peer import quietly
 from gateway.janus.reaper import POOL_WORD
-from gateway.janus.videoroom import VIDEOROOM, RoomOptions, create_room, destroy_room, rename_room
+from gateway.janus.videoroom import (
+    VIDEOROOM,
+    RoomOptions,
+    create_room,
+    destroy_room,
+    rename_room,
+)
 
 log = logging.getLogger(__name__)
 

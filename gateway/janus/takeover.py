@@ -23,8 +23,8 @@ from typing import Any
 
 from gateway.janus.client import JanusError, JanusHandle, JanusSession, JanusUnreachable
 from gateway.janus.node import JanusNode, control_request
-from gateway.janus.reaper import pooled_session
 from gateway.janus.peer import PeerObserver, events_to, quietly
+from gateway.janus.reaper import pooled_session
 from gateway.janus.streaming import (
     STREAMING,
     MediaSpec,
