@@ -156,6 +156,7 @@ def create_app(settings: Settings, backend: Backend | None = None,
             max_bitrate=settings.max_bitrate,
             connect_timeout=settings.publisher_connect_timeout,
             media_timeout=settings.publisher_media_timeout,
+            pool_size=settings.ingest_pool_size,
         ),
         registry,
         recorder=recordings,
@@ -176,7 +177,8 @@ def create_app(settings: Settings, backend: Backend | None = None,
     hooks = Hooks.from_settings(settings, registry, egress.viewers, backend.pool)
     recordings.on_ready.append(hooks.recording_ready)
     recordings.on_failed.append(hooks.recording_failed)
-    metrics = GatewayMetrics(backend.pool, registry, egress, recordings, hooks.webhooks)
+    metrics = GatewayMetrics(backend.pool, registry, egress, recordings, hooks.webhooks,
+                             ingest)
     cluster = None
     if settings.redis_url:  # replicas sharing their sessions (core.cluster)
         cluster = Cluster(ClusterPolicy(

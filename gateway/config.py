@@ -274,6 +274,11 @@ class Settings(BaseSettings):
     video_codecs: str = "h264,vp8,vp9,av1,h265"
     audio_codecs: str = "opus"
     max_bitrate: int = Field(0, ge=0, description="bit/s per publisher; 0: no limit")
+    ingest_pool_size: int = Field(
+        2, ge=0, le=64, description="VideoRoom rooms and handles each ingest node keeps ready "
+        "for the next publishers (a WHIP POST then makes one Janus round trip, not three); "
+        "0: none",
+    )
     publisher_connect_timeout: float = Field(
         10.0, gt=0, description="seconds a new publisher has to start sending media"
     )
