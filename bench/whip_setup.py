@@ -431,9 +431,10 @@ def main(argv: list[str] | None = None) -> int:
             print(summarize(args.gateway_timing, g["sequential"]["p50_ms"]))
         expected = (1 + ("direct" in args.peer) + len(servers), 2 + ("direct" in args.peer))
         print(f"while running: {during.get('sessions')} Janus sessions, {during.get('handles')} "
-              f"handles (expected {expected[0]} sessions, {expected[1]} control handles), "
+              f"handles (expected {expected[0]} sessions, {expected[1]} control handles "
+              "+ the gateway's publisher pool, ingest_pool_size: 2 by default), "
               f"{during.get('rooms')} rooms (expected {sum(len(set(s.rooms)) for s in servers)}, "
-              "the peers' own)")
+              "the peers' own, + the pool's)")
     status = report_leftovers(results, ("sessions", "handles", "rooms"), status)
     write_json(args.json, results)
     return status
