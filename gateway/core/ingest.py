@@ -193,16 +193,6 @@ class Ingest:
         pools, self.pools = list(self.pools.values()), {}
         await asyncio.gather(*(p.close() for p in pools))
 
-    def pooled(self) -> tuple[set[int], set[int]]:
-        """(handle ids, room ids) the pools hold in Janus, every node together."""
-        handles: set[int] = set()
-        rooms: set[int] = set()
-        for pool in self.pools.values():
-            h, r = pool.held()
-            handles |= h
-            rooms |= r
-        return handles, rooms
-
     # -- internals --------------------------------------------------------
 
     def _room_options(self, offer: sdp.SessionDescription | None) -> RoomOptions:
