@@ -47,9 +47,10 @@ class NativeFeed:
 
     def create(self, mids: dict[str, str]) -> None:
         t = now()
-        rooms = self.admin.plugin(VIDEOROOM, {"request": "list"}).get("list", [])
+        rooms = [r for r in self.admin.plugin(VIDEOROOM, {"request": "list"}).get("list", [])
+                 if r.get("num_participants")]  # not the gateway's idle pooled rooms
         if len(rooms) != 1:
-            raise BenchError(f"expected the gateway's one room, found {rooms}")
+            raise BenchError(f"expected the gateway's one room with a publisher, found {rooms}")
         self.room = int(rooms[0]["room"])
         participants = self.admin.plugin(
             VIDEOROOM, {"request": "listparticipants", "room": self.room}).get("participants", [])
