@@ -107,6 +107,20 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
+def rss_threads(pid: int) -> tuple[float, float]:
+    """(VmRSS in KiB, thread count) of ``pid``; NaNs if it is gone."""
+    rss = threads = float("nan")
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                rss = float(line.split()[1])
+            elif line.startswith("Threads:"):
+                threads = float(line.split()[1])
+    except OSError:
+        pass
+    return rss, threads
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` (all its threads, dead ones too); NaN if unreadable."""
     try:
@@ -220,10 +234,14 @@ def gateway_env(*, clean: bool = False) -> dict[str, str]:
 
 
 def janus_nodes_env(cfg: Any) -> str:
-    """WHIP_GATEWAY_JANUS for one bench-managed Janus (a ``JanusProcessConfig``)."""
+    """WHIP_GATEWAY_JANUS for one bench-managed Janus (a ``JanusProcessConfig``).
+
+    A Janus that serves its WebSocket transport gets a ``ws_url`` too, which
+    the gateway uses by default (``janus_transport = "websocket"``)."""
     return json.dumps([{
         "url": cfg.api_url, "admin_url": cfg.admin_url,
         "admin_secret": cfg.admin_secret, "plugin_admin_key": cfg.plugin_admin_key,
+        **({"ws_url": cfg.ws_url} if getattr(cfg, "websockets", False) else {}),
     }])
 
 
@@ -255,24 +273,22 @@ def start_on_janus(cfg: Any, port: int, log_path: Path, *, log_level: str | None
                           ["--log-level", log_level] if log_level else [], wrapper)
 
 
-class GatewayProcess:
-    """``<base> serve --port P …`` in a session of its own, its output in a log file.
+class LoggedProcess:
+    """A child in a session of its own, its output in a log file: stop, kill, last lines.
 
-    Its own process, not in the bench's event loop: what is measured is the
-    gateway as deployed, and the bench's own work does not slow it down.
+    The gateway and the peers a bench compares it with (bench/peer_*.py) run
+    this way, so that stopping them is done (and fixed) once.
     """
 
-    def __init__(self, base: list[str], env: Mapping[str, str], log_path: Path, port: int,
-                 extra_args: Iterable[str] = (), wrapper: Iterable[str] = (),
+    def __init__(self, command: list[str], env: Mapping[str, str] | None, log_path: Path,
                  cwd: Path = REPO) -> None:
-        self.port = port
-        self.url = f"http://127.0.0.1:{port}"
-        self.command = [*wrapper, *base, "serve", "--port", str(port), *extra_args]
+        self.command = command
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(  # noqa: S603
-            self.command, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            self.command, env=dict(env) if env is not None else None, cwd=cwd,
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def log_tail(self, lines: int = 30) -> str:
@@ -280,21 +296,6 @@ class GatewayProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
-
-    def wait_healthy(self, timeout: float, poll: float = 0.05) -> Json:
-        """Block until ``GET /healthz`` says 200 (its body); measuring starts only then."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the gateway exited ({self.proc.returncode}):\n{self.log_tail()}")
-            try:
-                reply = httpx.get(f"{self.url}/healthz", timeout=1)
-                if reply.status_code == 200:
-                    return dict(reply.json())
-            except httpx.HTTPError:
-                pass
-            time.sleep(poll)
-        raise RuntimeError(f"the gateway was not healthy within {timeout} s:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM (a graceful shutdown, as in production), SIGKILL after ``timeout``."""
@@ -311,6 +312,46 @@ class GatewayProcess:
     def kill_now(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
+
+
+class GatewayProcess(LoggedProcess):
+    """``<base> serve --port P …`` in a session of its own, its output in a log file.
+
+    Its own process, not in the bench's event loop: what is measured is the
+    gateway as deployed, and the bench's own work does not slow it down.
+    A bench peer (another HTTP server, bench/peer_*.py) passes its own
+    ``command`` and sets ``name`` and ``health_path``.
+    """
+
+    name = "the gateway"
+    health_path = "/healthz"
+
+    def __init__(self, base: list[str], env: Mapping[str, str], log_path: Path, port: int,
+                 extra_args: Iterable[str] = (), wrapper: Iterable[str] = (),
+                 cwd: Path = REPO, command: list[str] | None = None) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        super().__init__(command or [*wrapper, *base, "serve", "--port", str(port), *extra_args],
+                         env, log_path, cwd)
+
+    def wait_healthy(self, timeout: float, poll: float = 0.05) -> Json:
+        """Block until ``GET <health_path>`` says 200 (its JSON body, or the text in
+        ``{"body": …}``); measuring starts only then."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.log_tail()}")
+            try:
+                reply = httpx.get(f"{self.url}{self.health_path}", timeout=1)
+                if reply.status_code == 200:
+                    try:
+                        return dict(reply.json())
+                    except ValueError:
+                        return {"body": reply.text}
+            except httpx.HTTPError:
+                pass
+            time.sleep(poll)
+        raise RuntimeError(f"{self.name} was not healthy within {timeout} s:\n{self.log_tail()}")
 
 
 # --------------------------------------------------------------------------

@@ -25,6 +25,20 @@ VIDEO_CODECS = "h264,vp8,vp9,av1,h265"
 AUDIO_CODECS = "opus"
 
 
+def room_request(request: str, room: int, admin_key: str, publishers: int = 1) -> Json:
+    """VideoRoom ``create``/``destroy`` of a room as the gateway makes them (one publisher).
+
+    The direct baseline makes one per publish; whip_setup makes them for the
+    simple-whip-server peers before timing (that server joins existing rooms).
+    """
+    body: Json = {"request": request, "room": room, "permanent": False, "admin_key": admin_key}
+    if request == "create":
+        body.update({"publishers": publishers, "is_private": True, "videocodec": VIDEO_CODECS,
+                     "audiocodec": AUDIO_CODECS, "bitrate": 0, "fir_freq": 0,
+                     "notify_joining": False})
+    return body
+
+
 # --------------------------------------------------------------------------
 # Janus's admin API: what a node still holds
 
@@ -215,11 +229,7 @@ class DirectJanus(RawJanus):
             raise BenchError(f"long poll failed: {self.poll_error!r}")
         room = secrets.randbits(52) or 1
         t0 = time.perf_counter()
-        await self.plugin_request(self.control, {
-            "request": "create", "room": room, "permanent": False, "publishers": 1,
-            "is_private": True, "videocodec": VIDEO_CODECS, "audiocodec": AUDIO_CODECS,
-            "bitrate": 0, "fir_freq": 0, "notify_joining": False, "admin_key": self.admin_key,
-        })
+        await self.plugin_request(self.control, room_request("create", room, self.admin_key))
         handle = 0
         try:
             t1 = time.perf_counter()
@@ -255,8 +265,7 @@ class DirectJanus(RawJanus):
     async def unpublish(self, handle: int, room: int) -> None:
         if handle:
             await self.post(f"/{self.session}/{handle}", {"janus": "detach"})
-        await self.plugin_request(self.control, {
-            "request": "destroy", "room": room, "permanent": False, "admin_key": self.admin_key})
+        await self.plugin_request(self.control, room_request("destroy", room, self.admin_key))
 
 
 # --------------------------------------------------------------------------

@@ -18,7 +18,8 @@ as the environment asks:
   carry their ``request`` name, their ``transaction`` and ``t_event``, the
   moment the long-poll pump handed their event on).  Event-loop lag samples
   (a 5 ms ticker, late by more than 2 ms) go there too, as ``{"lag": …}``;
-- ``WHIP_BENCH_PROFILE=FILE``: the whole run under cProfile;
+- ``WHIP_BENCH_PROFILE=FILE``: the whole run under cProfile (on CPU time with
+  ``WHIP_BENCH_PROFILE_CLOCK=cpu``, else wall time);
 - ``WHIP_BENCH_HEAP=DIR``: the run under tracemalloc; on SIGUSR2 the gateway
   collects garbage, writes a snapshot, the object counts by type, who holds
   the per-session objects, and ``done-N``.
@@ -47,6 +48,7 @@ from harness import Json  # (and the repository on sys.path, for gateway)
 
 PROBES_ENV = "WHIP_BENCH_PROBES"
 PROFILE_ENV = "WHIP_BENCH_PROFILE"
+PROFILE_CLOCK_ENV = "WHIP_BENCH_PROFILE_CLOCK"
 HEAP_ENV = "WHIP_BENCH_HEAP"
 
 # The per-session objects that must all be gone once the gateway is empty:
@@ -296,7 +298,10 @@ def serve(argv: list[str]) -> int:
     if os.environ.get(PROFILE_ENV):
         import cProfile
 
-        profiler = cProfile.Profile()
+        # WHIP_BENCH_PROFILE_CLOCK=cpu: the event loop thread's CPU time, not
+        # wall time (on a shared machine a preempted syscall reads as costly).
+        profiler = (cProfile.Profile(time.thread_time_ns, 1e-9)
+                    if os.environ.get(PROFILE_CLOCK_ENV) == "cpu" else cProfile.Profile())
         profiler.enable()
     from gateway.cli import main as cli_main
 

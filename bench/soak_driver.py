@@ -304,8 +304,12 @@ class Admin(AsyncJanusAdmin):
         reply = await self.plugin(VIDEOROOM, {"request": "listforwarders", "room": room})
         return [f for p in reply.get("publishers", []) for f in p.get("forwarders", [])]
 
-    async def state(self) -> Json:
-        """Sessions, handles, rooms, mountpoints and forwarders, with the leak figures."""
+    async def state(self, pooled_handles: int = 0, pooled_rooms: int = 0) -> Json:
+        """Sessions, handles, rooms, mountpoints and forwarders, with the leak figures.
+
+        The gateway's publisher pool (``ingest_pool_size``) holds handles and rooms
+        by design: ``pooled_*`` is what it says it holds (its /metrics), and must
+        match Janus exactly: the pool's rooms are the ones described as pooled."""
         sessions = list((await self.call("", {"janus": "list_sessions"})).get("sessions", []))
         handles = {}
         for sid in sessions:
@@ -323,13 +327,17 @@ class Admin(AsyncJanusAdmin):
                 pass
         mounts = await self.mountpoints()
         total_handles = sum(len(h) for h in handles.values())
+        described_pooled = sum(1 for r in rooms if " pool " in str(r.get("description") or ""))
         return {
             "sessions": len(sessions),
             "handles": total_handles,
-            # The gateway keeps 1 session per node with 2 control handles in it.
+            "pooled": {"handles": pooled_handles, "rooms": pooled_rooms},
+            # The gateway keeps 1 session per node with 2 control handles in it,
+            # and its pool's handles.
             "extra_sessions": len(sessions) - 1,
-            "extra_handles": total_handles - 2,
-            "rooms": len(rooms),
+            "extra_handles": total_handles - 2 - pooled_handles,
+            # Rooms beyond the pool's, and any mismatch between the pool's word and Janus's.
+            "rooms": len(rooms) - described_pooled + abs(described_pooled - pooled_rooms),
             "mountpoints": len(mounts),
             "forwarders": forwarders,
             "detail": {
@@ -737,11 +745,27 @@ class Soak(SoakOps):
         out["label"] = label
         return out
 
+    async def pooled(self) -> dict[str, tuple[int, int]]:
+        """(handles, rooms) the gateway's publisher pools hold, by node name (/metrics)."""
+        out: dict[str, list[int]] = {}
+        reply = await self.http.get(f"{self.gw.url}/metrics", timeout=5)
+        for line in reply.text.splitlines():
+            found = re.match(r'whip_gateway_publisher_pool_(handles|rooms)\{node="([^"]+)"\} (\S+)', line)
+            if found:
+                kind, node, value = found.groups()
+                out.setdefault(node, [0, 0])[0 if kind == "handles" else 1] = int(float(value))
+        return {node: (h, r) for node, (h, r) in out.items()}
+
     async def janus_state(self) -> Json:
         found = {}
+        try:
+            pooled = await self.pooled()
+        except (httpx.HTTPError, ValueError) as exc:
+            pooled = {}
+            found["pool"] = {"error": repr(exc)}
         for role in ("ingest", "egress"):
             try:
-                found[role] = await self.admin(role).state()
+                found[role] = await self.admin(role).state(*pooled.get(role, (0, 0)))
             except (httpx.HTTPError, RuntimeError, ValueError) as exc:
                 found[role] = {"error": repr(exc)}
         return found

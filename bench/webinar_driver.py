@@ -29,14 +29,15 @@ from harness import (
     GatewayProcess,
     Json,
     cpu_seconds,
-    gateway_command,
     gateway_env,
     machine_busy,
     rss_kb,
+    rss_threads,
 )
 from janus_direct import JanusAdmin, admin_of
 from webinar_scenario import PROFILES, STREAM, now, video_track
-from whep_ttff_driver import NativeFeed, Workers
+from whep_ttff_driver import Workers
+from whep_ttff_sides import NativeFeed
 
 PORTS_PER_NODE = 3000
 
@@ -45,15 +46,20 @@ PORTS_PER_NODE = 3000
 # processes
 
 
-def start_nodes(egress: int, interface: str) -> list[Any]:
-    """Ingest first, then ``egress`` ICE-lite egress nodes; distinct port ranges."""
+def start_nodes(egress: int, interface: str, event_loops: int = 2) -> list[Any]:
+    """Ingest first, then ``egress`` ICE-lite egress nodes; distinct port ranges.
+
+    ``event_loops`` is the egress nodes' (bench/egress_cost.py varies it; 0 is
+    Janus's own default, a loop thread per handle); the ingest keeps two.
+    """
     from gateway.janus.process import JanusProcessConfig, ManagedJanus
 
     nodes = []
     for i in range(egress + 1):
         base = 20000 + i * PORTS_PER_NODE
         janus = ManagedJanus(JanusProcessConfig(
-            ice_enforce_list=interface, ice_lite=i > 0, event_loops=2, debug_level=3,
+            ice_enforce_list=interface, ice_lite=i > 0,
+            event_loops=event_loops if i > 0 else 2, debug_level=3, websockets=True,
             rtp_port_range=f"{base}-{base + 2499}",
             streaming_port_range=f"{base + 2500}-{base + PORTS_PER_NODE - 1}"))
         janus.start()
@@ -69,25 +75,29 @@ def gateway_toml(nodes: list[Any], port: int) -> str:
         lines += ["[[janus]]", f'name = "{"ingest" if i == 0 else f"egress{i - 1}"}"',
                   f'role = "{"ingest" if i == 0 else "egress"}"', f'url = "{cfg.api_url}"',
                   f'admin_url = "{cfg.admin_url}"', f'admin_secret = "{cfg.admin_secret}"',
-                  f'plugin_admin_key = "{cfg.plugin_admin_key}"', ""]
+                  f'plugin_admin_key = "{cfg.plugin_admin_key}"',
+                  *([f'ws_url = "{cfg.ws_url}"'] if cfg.websockets else []), ""]
     return "\n".join(lines)
 
 
 def start_gateway(nodes: list[Any], port: int, workdir: Path,
-                  extra_env: list[str] | None) -> GatewayProcess:
+                  extra_env: list[str] | None, profile: Path | None = None) -> GatewayProcess:
+    """The gateway on ``nodes``; with ``profile``, under cProfile (bench/probes.py)."""
     from harness import apply_env_items
+    from probes import gateway_base
 
     toml = workdir / "gateway.toml"
     toml.write_text(gateway_toml(nodes, port))
     env = gateway_env(clean=True)
     env.update(RATE_LIMITS_OFF)
     apply_env_items(env, extra_env)
-    return GatewayProcess(gateway_command(), env, workdir / "gateway.log", port,
+    return GatewayProcess(gateway_base(env, profile=profile), env, workdir / "gateway.log", port,
                           ["--config", str(toml)])
 
 
 class Sampler:
-    """Once a second: CPU seconds of each process, the machine's busy time, gateway RSS."""
+    """Once a second: CPU seconds of each process, the machine's busy time, gateway RSS,
+    and each Janus's RSS and thread count (what event_loops and mountpoint threads change)."""
 
     def __init__(self, pids: dict[str, int], gateway_pid: int) -> None:
         self.pids, self.gateway_pid = pids, gateway_pid
@@ -100,6 +110,8 @@ class Sampler:
             row["rss_kb"] = rss_kb(self.gateway_pid)
         except (OSError, RuntimeError):
             row["rss_kb"] = float("nan")
+        row["janus"] = {name: rss_threads(pid) for name, pid in self.pids.items()
+                        if name.startswith(("ingest", "egress"))}
         self.samples.append(row)
         return row
 
@@ -157,6 +169,9 @@ def install_sent_log() -> None:
     """
     from aiortc.rtcrtpsender import RTCRtpSender
 
+    if getattr(RTCRtpSender, "_bench_sent_log", False):  # once per process: a publisher per
+        return  # configuration (bench/egress_cost.py) must not wrap it twice, double-counting
+    RTCRtpSender._bench_sent_log = True  # type: ignore[attr-defined]
     next_frame = RTCRtpSender._next_encoded_frame
 
     async def logged(self: Any, codec: Any) -> Any:
@@ -264,8 +279,12 @@ async def run_side(args: argparse.Namespace, side: str, workers: Workers, gatewa
 
 
 async def measure(args: argparse.Namespace, nodes: list[Any], gateway: GatewayProcess,
-                  workers: Workers, results: Json) -> None:
-    """Publisher, then the gateway ramp, then the direct ramp; the sampler all along."""
+                  workers: Workers, results: Json,
+                  sides_run: tuple[str, ...] = ("gateway", "direct")) -> None:
+    """Publisher, then the gateway ramp, then the direct ramp; the sampler all along.
+
+    ``sides_run=("gateway",)`` skips the direct ramp (bench/egress_cost.py).
+    """
     from rich.progress import BarColumn, Progress, TimeElapsedColumn
 
     profile = PROFILES[args.profile]
@@ -288,7 +307,7 @@ async def measure(args: argparse.Namespace, nodes: list[Any], gateway: GatewayPr
         sides = []
         with Progress("[progress.description]{task.description}", BarColumn(),
                       "{task.completed:.0f}/{task.total:.0f}", TimeElapsedColumn()) as progress:
-            for side in ("gateway", "direct"):
+            for side in sides_run:
                 if side == "direct":
                     ingest_admin = admin_of(ingest.cfg)
                     for janus in egress:

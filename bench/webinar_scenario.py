@@ -38,6 +38,10 @@ PROFILES: dict[str, Json] = {
     "light": {"width": 320, "height": 180, "fps": 10, "kinds": ("video",), "live": True},
     "webinar": {"width": 1280, "height": 720, "fps": 30, "kinds": ("audio", "video"),
                 "live": False, "bitrate": 2_500_000},
+    # About 120 video packets/s of ~1 KB (bench/egress_cost.py's second rate):
+    # noise, replayed like webinar's, video only so packets/s is one number.
+    "medium": {"width": 640, "height": 360, "fps": 30, "kinds": ("video",), "live": False,
+               "bitrate": 1_000_000},
 }
 
 

@@ -27,14 +27,23 @@ step of every WHEP POST: variant (mountpoint + rtp_forward for the first
 viewer, lock wait for the rest), attach, watch (POST->ack, ack->event),
 bridge, start.
 
+``--against janus-whep-server`` replaces the native side by Meetecho's WHEP
+server library (npm, ``peer_janus_whep``), on Janus 1.4.1 of the sid chroot
+for both sides (its client-offer path needs Janus >= 1.1.4; ``--janus-sid``
+is then implied): the same aiortc offers POSTed to its endpoint, whose
+mountpoint the bench makes before timing like the gateway's own variant
+(``whep_ttff_sides``).  Signalling = POST -> 201, TTFF = POST -> first
+decoded frame on both sides; the report gives gateway/peer ratios.
+
 The bench is split: ``whep_ttff_scenario`` (what a viewer does, in the
 worker processes), ``whep_ttff_driver`` (processes, publisher, batches),
+``whep_ttff_sides`` (what each side's viewers join, its set-up),
 ``whep_ttff_report`` (figures); this file is the command line.
 
 Run as root (it makes a private network namespace, see tests/sandbox.py):
 
     sudo .venv/bin/python bench/whep_ttff.py [--viewers 50] [--procs 2]
-        [--rounds 3] [--json out.json]
+        [--rounds 3] [--json out.json] [--against janus-whep-server]
 
 Digging: ``--warm`` (one unmeasured gateway viewer all along, so the PT
 variant outlives the batches), ``--bufferkf`` (experiment: Janus keeps the
@@ -51,6 +60,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,14 +68,30 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import (GatewayProcess, Json, at_least_one, enter_netns, finish_on_janus, guarded,
-                     install_hard_cap, kill_now, machine_info, params_of, report_leftovers,
-                     run_capped, write_json)
+import peer_janus_whep
+from harness import (
+    GatewayProcess,
+    Json,
+    at_least_one,
+    enter_netns,
+    finish_on_janus,
+    guarded,
+    install_hard_cap,
+    kill_now,
+    machine_info,
+    params_of,
+    report_leftovers,
+    run_capped,
+    write_json,
+)
 from janus_direct import leftovers_of
 from probes import read_records
 from whep_ttff_driver import Workers, measure, start_gateway
 from whep_ttff_report import analyse, report
-from whep_ttff_scenario import now
+from whep_ttff_scenario import NATIVE, now
+from whep_ttff_sides import PEERS
+
+DEFAULT_SID_CHROOT = Path("/var/cache/whip-gateway/janus-sid")  # as tests/janus_versions.py
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,9 +127,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ice-lite", action="store_true",
                         help="run Janus in ICE-lite mode (no ICE role conflict on bridged viewers)")
     parser.add_argument("--janus-event-loops", type=int, default=0, help="janus.jcfg event_loops")
-    parser.add_argument("--keep-logs", type=Path, help="copy the gateway, Janus and probe logs here")
+    parser.add_argument("--keep-logs", type=Path,
+                        help="copy the gateway, Janus, probe (and peer) logs here")
+    parser.add_argument("--against", choices=[NATIVE, *PEERS], default=NATIVE,
+                        help="the other side: Janus's own server-offer flow (native), or a WHEP "
+                             "server on the same Janus (janus-whep-server: implies --janus-sid)")
+    parser.add_argument("--janus-sid", type=Path, nargs="?", const=DEFAULT_SID_CHROOT,
+                        metavar="CHROOT", help="run the Janus of this chroot (deploy/janus-sid.sh; "
+                                               f"default {DEFAULT_SID_CHROOT}) for both sides")
     args = parser.parse_args(argv)
     at_least_one(parser, args, ("viewers", "procs", "rounds"))
+    if args.against in PEERS:
+        args.janus_sid = args.janus_sid or DEFAULT_SID_CHROOT
+        if not (args.warmup or args.warm):
+            parser.error(f"--against {args.against} needs --warmup >= 1 or --warm: the peer's "
+                         "mountpoint copies the gateway's variant, made by its first viewer")
+    if args.janus_sid is not None and not (args.janus_sid / "usr/bin/janus").is_file():
+        parser.error(f"no Janus in {args.janus_sid}; run deploy/janus-sid.sh")
     return args
 
 
@@ -112,11 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port
     from tests.sandbox import INTERFACE
 
+    peer_version = ""
+    if args.against in PEERS:  # npm needs the network: before the private namespace
+        peer_version = peer_janus_whep.install()
     if not enter_netns("whep_ttff"):
         return 2
 
     janus: Any = None
     gateway: GatewayProcess | None = None
+    peer: peer_janus_whep.JanusWhepPeer | None = None
     workers: Workers | None = None
     workdir = Path(tempfile.mkdtemp(prefix="whep-ttff-"))
     probes = workdir / "probes.jsonl" if args.probes else None
@@ -124,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     def kill_children() -> None:
         if workers is not None:
             workers.kill_now()
+        if peer is not None:
+            peer.kill_now()
         kill_now(gateway, janus)
 
     install_hard_cap("whep_ttff", args.max_seconds + 90, kill_children)
@@ -131,10 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     started = now()
 
     def run() -> None:
-        nonlocal janus, gateway, workers
+        nonlocal janus, gateway, workers, peer
         workers = Workers(args.procs)  # spawned early: they import aiortc meanwhile
-        janus = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, ice_lite=args.ice_lite,
-                                                event_loops=args.janus_event_loops))
+        janus = ManagedJanus(JanusProcessConfig(
+            ice_enforce_list=INTERFACE, ice_lite=args.ice_lite, event_loops=args.janus_event_loops,
+            websockets=True,  # the gateway's janus_transport=websocket, and janode peers
+            chroot=str(args.janus_sid) if args.janus_sid else None))
         janus.start()
         janus_info = httpx.get(f"{janus.cfg.api_url}/info", timeout=5).json()
         gateway = start_gateway(janus, free_port(), workdir / "gateway.log", probes,
@@ -145,9 +193,13 @@ def main(argv: list[str] | None = None) -> int:
         machine = machine_info(janus_info)
         machine["aiortc"] = machine["packages"]["aiortc"]
         results["machine"] = machine
+        if args.against in PEERS:
+            peer = peer_janus_whep.JanusWhepPeer(janus.cfg.ws_url, free_port(), workdir / "peer.log")
+            peer.wait_ready(30)
+            machine["peer"] = f"{peer_janus_whep.PACKAGE} {peer_version}, node {node_version()}"
         print(f"Janus {janus_info.get('version_string')}; gateway pid {gateway.proc.pid}; "
               f"{args.procs} viewer process(es); measuring ...", flush=True)
-        run_capped(lambda: measure(args, janus, gateway, workers, results),  # type: ignore[arg-type]
+        run_capped(lambda: measure(args, janus, gateway, workers, results, peer),  # type: ignore[arg-type]
                    lambda: args.max_seconds - (now() - started))
 
     status = 1
@@ -157,17 +209,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if workers is not None:
             workers.stop()
+        if peer is not None:  # first: what it leaves in Janus counts as its own
+            results["peer_died"] = peer.died()
+            results["peer_exit"] = peer.stop()
         if gateway is not None and janus is not None and janus.running():
             # The gateway drops its variants after a grace period; let it, then look.
             time.sleep(3.5)
             results["leftovers_gateway_up"] = leftovers_of("whep_ttff", janus.cfg)
         status = finish_on_janus("whep_ttff", results, status, gateway, janus, args.keep_logs,
-                                 (workdir / "gateway.log", workdir / "probes.jsonl"), 15.0)
+                                 (workdir / "gateway.log", workdir / "probes.jsonl",
+                                  workdir / "peer.log"), 15.0)
         signal.alarm(0)
     results["elapsed_s"] = now() - started
     if status == 0:
         posts, lag = read_records(probes) if probes else ([], [])
-        results["analysis"] = analyse(results, posts, lag)
+        results["analysis"] = analyse(results, posts, lag,
+                                      peer_janus_whep.read_probes(workdir / "peer.log"))
         print()
         print(report(results))
     if args.gateway_profile and args.gateway_profile.exists():
@@ -188,6 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     status = report_leftovers(results, ("sessions", "handles", "rooms", "mountpoints"), status)
     write_json(args.json, results)
     return status
+
+
+def node_version() -> str:
+    try:
+        return subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=10,
+                              check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
 
 
 if __name__ == "__main__":

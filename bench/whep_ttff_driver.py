@@ -2,7 +2,8 @@
 
 The main process starts Janus and the gateway (through bench/probes.py
 unless ``--no-probes``), publishes one aiortc stream by WHIP, makes the
-bench's own mountpoint for the native side, and runs each batch: it tells
+bench's own mountpoint for the other side (``native``, or a WHEP peer such as
+janus-whep-server, whose endpoint serves it), and runs each batch: it tells
 the worker processes (``whep_ttff_scenario``) to get ready, gives them one
 go instant, waits until every viewer has a frame or gave up, lets them hold,
 and collects their records with the CPU each process used meanwhile.
@@ -14,17 +15,13 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import secrets
 import signal
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
 
 import httpx
 from harness import (
-    STREAMING,
-    VIDEOROOM,
     BenchError,
     CpuMeter,
     GatewayProcess,
@@ -33,9 +30,18 @@ from harness import (
     percentile,
     start_on_janus,
 )
-from janus_direct import JanusAdmin, admin_of
+from janus_direct import admin_of
 from whep_ttff_report import fmt
-from whep_ttff_scenario import STREAM, Viewer, ViewerRecord, now, recv, worker_main
+from whep_ttff_scenario import (
+    STREAM,
+    Viewer,
+    ViewerRecord,
+    now,
+    recv,
+    worker_main,
+    zero_field,
+)
+from whep_ttff_sides import NativeFeed, PeerGone, Side, other_side
 
 # --------------------------------------------------------------------------
 # processes: the gateway, the workers; Janus's admin API
@@ -49,99 +55,6 @@ def start_gateway(janus: Any, port: int, log_path: Path, probes: Path | None,
     settings = {"WHIP_GATEWAY_MOUNTPOINT_BUFFER_KEYFRAME": "true"} if bufferkf else {}
     return start_on_janus(janus.cfg, port, log_path, log_level=log_level, extra_env=extra_env,
                           settings=settings, records=probes, profile=profile)
-
-
-@dataclass
-class NativeFeed:
-    """The bench's own mountpoint, fed by an rtp_forward from the gateway's room."""
-
-    admin: JanusAdmin
-    bufferkf: bool = False
-    # The mountpoint's node when it is not the room's (bench/webinar.py's egress
-    # nodes), and the kinds it carries.
-    egress: JanusAdmin | None = None
-    kinds: tuple[str, ...] = ("audio", "video")
-    room: int = 0
-    publisher_id: int = 0
-    mountpoint: int = 0
-    forwarders: list[int] = field(default_factory=list)
-    setup_ms: Json = field(default_factory=dict)
-
-    def create(self, mids: dict[str, str]) -> None:
-        t = now()
-        rooms = self.admin.plugin(VIDEOROOM, {"request": "list"}).get("list", [])
-        if len(rooms) != 1:
-            raise BenchError(f"expected the gateway's one room, found {rooms}")
-        self.room = int(rooms[0]["room"])
-        participants = self.admin.plugin(
-            VIDEOROOM, {"request": "listparticipants", "room": self.room}).get("participants", [])
-        publishers = [p for p in participants if p.get("publisher")]
-        if len(publishers) != 1:
-            raise BenchError(f"expected one publisher in room {self.room}: {participants}")
-        self.publisher_id = int(publishers[0]["id"])
-        self.setup_ms["find_publisher"] = (now() - t) * 1000
-        t = now()
-        for _ in range(5):
-            mountpoint = secrets.randbits(52) or 1
-            try:
-                media = {
-                    "audio": {"type": "audio", "mid": "a", "port": 0, "pt": 111, "codec": "opus"},
-                    "video": {"type": "video", "mid": "v", "port": 0, "rtcpport": 0, "pt": 96,
-                              "codec": "vp8", **({"bufferkf": True} if self.bufferkf else {})}}
-                reply = self.streaming.plugin(STREAMING, {
-                    "request": "create", "type": "rtp", "id": mountpoint, "permanent": False,
-                    "is_private": True, "description": "bench native",
-                    "media": [media[k] for k in self.kinds]})
-                break
-            except BenchError as exc:
-                if "456" not in str(exc):
-                    raise
-        else:
-            raise BenchError("no free mountpoint id")
-        self.mountpoint = mountpoint
-        ports = {p.get("mid"): p for p in (reply.get("stream") or {}).get("ports", [])}
-        self.setup_ms["mountpoint_create"] = (now() - t) * 1000
-        t = now()
-        streams = []
-        if "audio" in self.kinds:
-            streams.append({"mid": mids["audio"], "port": int(ports["a"]["port"])})
-        if "video" in self.kinds:
-            streams.append({"mid": mids["video"], "port": int(ports["v"]["port"]),
-                            "rtcp_port": int(ports["v"]["rtcp_port"])})
-        reply = self.admin.plugin(VIDEOROOM, {
-            "request": "rtp_forward", "room": self.room, "publisher_id": self.publisher_id,
-            "host": "127.0.0.1", "streams": streams})
-        self.forwarders = [int(f["stream_id"]) for f in reply.get("forwarders", [])]
-        self.setup_ms["rtp_forward"] = (now() - t) * 1000
-        if len(self.forwarders) != len(self.kinds):
-            raise BenchError(f"rtp_forward made {reply.get('forwarders')}")
-
-    @property
-    def streaming(self) -> JanusAdmin:
-        return self.egress or self.admin
-
-    def age_ms(self) -> Json:
-        info = self.streaming.plugin(STREAMING, {"request": "info", "id": self.mountpoint})
-        return {m.get("mid"): m.get("age_ms") for m in (info.get("info") or {}).get("media", [])}
-
-    def destroy(self) -> list[str]:
-        errors = []
-        for stream_id in self.forwarders:
-            try:
-                self.admin.plugin(VIDEOROOM, {
-                    "request": "stop_rtp_forward", "room": self.room,
-                    "publisher_id": self.publisher_id, "stream_id": stream_id})
-            except Exception as exc:
-                errors.append(f"stop_rtp_forward {stream_id}: {exc!r}")
-        self.forwarders = []
-        if self.mountpoint:
-            try:
-                self.streaming.plugin(STREAMING, {"request": "destroy", "id": self.mountpoint,
-                                              "permanent": False})
-            except Exception as exc:
-                errors.append(f"destroy mountpoint: {exc!r}")
-            self.mountpoint = 0
-        return errors
 
 
 class Workers:
@@ -230,15 +143,15 @@ async def start_publisher(gateway_url: str, http: httpx.AsyncClient, timeout: fl
     raise BenchError(f"the stream did not go live within {timeout} s")
 
 
-async def keeper_viewer(gateway_url: str, http: httpx.AsyncClient) -> tuple[Viewer, str]:
-    """One unmeasured gateway viewer for the whole run, so the PT variant stays up (--warm)."""
+async def keeper_viewer(url: str, http: httpx.AsyncClient) -> tuple[Viewer, str]:
+    """One unmeasured WHEP viewer of ``url`` for the whole run (--warm): on the gateway,
+    the PT variant stays up; a peer gets one too, so both sides carry the same."""
     from aiortc import RTCSessionDescription
 
     viewer = Viewer(ViewerRecord("keeper", -1, 0))
     viewer.pc.addTransceiver("audio", direction="recvonly")
     viewer.pc.addTransceiver("video", direction="recvonly")
     await viewer.pc.setLocalDescription(await viewer.pc.createOffer())
-    url = f"{gateway_url}/whep/{STREAM}"
     response = await http.post(url, content=viewer.pc.localDescription.sdp,
                                headers={"Content-Type": "application/sdp"})
     if response.status_code != 201:
@@ -261,14 +174,14 @@ async def require_live(gateway_url: str) -> None:
                          "was probably too busy to keep it sending (publisher_media_timeout)")
 
 
-async def run_batch(args: argparse.Namespace, side: str, round_no: int, workers: Workers,
-                    gateway: GatewayProcess, janus_url: str, mountpoint: int, viewers: int,
-                    cpu: CpuMeter) -> Json:
+async def run_batch(args: argparse.Namespace, side: Side, round_no: int, workers: Workers,
+                    gateway: GatewayProcess, viewers: int, cpu: CpuMeter) -> Json:
     await require_live(gateway.url)
+    side.check_alive()
     counts = split(viewers, len(workers.conns))
     active = [c for c, n in zip(workers.conns, counts) if n]
-    base = {"side": side, "round": round_no, "whep_url": f"{gateway.url}/whep/{STREAM}",
-            "janus_url": janus_url, "mountpoint": mountpoint,
+    base = {"side": side.name, "round": round_no, "whep_url": side.whep_url,
+            "janus_url": side.janus_url, "mountpoint": side.mountpoint,
             "request_timeout": args.request_timeout, "ttff_timeout": args.ttff_timeout}
     for conn, count in zip(workers.conns, counts):
         if count:
@@ -291,7 +204,7 @@ async def run_batch(args: argparse.Namespace, side: str, round_no: int, workers:
     records = [r for reply in replies for r in reply["viewers"]]
     join_wall = settled - wall0
     return {
-        "side": side, "round": round_no, "go": go, "prep_s": prep_s,
+        "side": side.name, "round": round_no, "go": go, "prep_s": prep_s,
         "settle_s": settled - go,
         "cpu_cores_join": {k: (cpu1[k] - cpu0[k]) / join_wall for k in cpu0},
         "cpu_s_join": {k: cpu1[k] - cpu0[k] for k in cpu0},
@@ -308,53 +221,64 @@ async def run_batch(args: argparse.Namespace, side: str, round_no: int, workers:
 
 
 async def measure(args: argparse.Namespace, janus: Any, gateway: GatewayProcess,
-                  workers: Workers, results: Json) -> None:
+                  workers: Workers, results: Json, peer: Any = None) -> None:
+    """Warm-up batches (gateway first: a peer's mountpoint copies its variant), then ABBA."""
     cfg = janus.cfg
     admin = admin_of(cfg)
     http = httpx.AsyncClient(timeout=httpx.Timeout(args.request_timeout))
     feed = NativeFeed(admin, bufferkf=args.bufferkf)
     publisher: Any = None
     publisher_url = ""
-    keeper: tuple[Viewer, str] | None = None
-    cpu = CpuMeter({"janus": janus.proc.pid, "gateway": gateway.proc.pid, "bench": os.getpid(),
-                    **{f"worker{i}": p.pid for i, p in enumerate(workers.procs)}})
+    keepers: list[tuple[Viewer, str]] = []
+    pids = {"janus": janus.proc.pid, "gateway": gateway.proc.pid, "bench": os.getpid(),
+            **({"peer": peer.proc.pid} if peer is not None else {}),
+            **{f"worker{i}": p.pid for i, p in enumerate(workers.procs)}}
+    cpu = CpuMeter(pids)
+    ours = Side("gateway", whep_url=f"{gateway.url}/whep/{STREAM}")
     try:
         install_publisher_probe()
         publisher, publisher_url, mids = await start_publisher(gateway.url, http, 15)
-        print(f"publisher live (mids {mids}); native mountpoint ...", flush=True)
-        await asyncio.to_thread(feed.create, mids)
+        print(f"publisher live (mids {mids}); warm-up and the {args.against} side ...", flush=True)
+        if args.warm:
+            keepers.append(await keeper_viewer(ours.whep_url, http))
+        # Warm-up, not recorded: imports, first connections, code paths, the gateway's variant.
+        if args.warmup:
+            await run_batch(args, ours, -1, workers, gateway, args.warmup, cpu)
+            await asyncio.sleep(args.gap)
+        setup: Json = {}
+        other = await asyncio.to_thread(other_side, args, feed, mids, cfg.api_url, peer, setup)
         results["native_setup_ms"] = feed.setup_ms
+        results["setup"] = setup
         await asyncio.sleep(1.0)
         results["native_mountpoint_age_ms"] = await asyncio.to_thread(feed.age_ms)
-        if args.warm:
-            keeper = await keeper_viewer(gateway.url, http)
-        # Warm-up, not recorded: imports, first connections, code paths.
-        for side in ("gateway", "native"):
-            if args.warmup:
-                await run_batch(args, side, -1, workers, gateway, cfg.api_url, feed.mountpoint,
-                                args.warmup, cpu)
-                await asyncio.sleep(args.gap)
-        batches = []
-        for r in range(args.rounds):
-            order = ("gateway", "native") if r % 4 in (0, 3) else ("native", "gateway")
-            for side in order:
-                batch = await run_batch(args, side, r, workers, gateway, cfg.api_url,
-                                        feed.mountpoint, args.viewers, cpu)
-                batches.append(batch)
-                zero = "t_post" if side == "gateway" else "t_attach"
-                ttff = [(v["t_frame"] - v[zero]) * 1000 for v in batch["viewers"]
-                        if v["t_frame"] is not None and v[zero] is not None]
-                print(f"round {r} {side:<8}: {len(ttff)}/{len(batch['viewers'])} decoded, TTFF "
-                      f"p50 {fmt(percentile(ttff, 50))} p95 {fmt(percentile(ttff, 95))} ms; "
-                      f"other processes used {batch['other_cores_join']:.2f} cores meanwhile",
-                      flush=True)
-                await asyncio.sleep(args.gap)
+        if args.warm and other.whep_url:
+            keepers.append(await keeper_viewer(other.whep_url, http))
+        if args.warmup:
+            await run_batch(args, other, -1, workers, gateway, args.warmup, cpu)
+            await asyncio.sleep(args.gap)
+        batches: list[Json] = []
         results["batches"] = batches
+        try:
+            for r in range(args.rounds):
+                for side in (ours, other) if r % 4 in (0, 3) else (other, ours):
+                    batch = await run_batch(args, side, r, workers, gateway, args.viewers, cpu)
+                    batches.append(batch)
+                    print_batch(batch)
+                    await asyncio.sleep(args.gap)
+        except PeerGone as exc:
+            results["peer_finding"] = str(exc)
+            print(f"FINDING: {exc}", flush=True)
     finally:
         cleanup_errors: list[str] = []
-        if keeper is not None:
+        for keeper in keepers:
             await asyncio.gather(http.delete(keeper[1]), return_exceptions=True)
             await keeper[0].close()
+        if peer is not None and peer.died() is None:
+            try:
+                results["peer_subscribers_left"] = len(await asyncio.to_thread(peer.subscribers))
+                await asyncio.to_thread(peer.destroy_endpoint, STREAM)
+            except Exception as exc:
+                cleanup_errors.append(f"peer endpoint: {exc!r}")
         try:
             cleanup_errors += await asyncio.to_thread(feed.destroy)
         except Exception as exc:
@@ -371,3 +295,10 @@ async def measure(args: argparse.Namespace, janus: Any, gateway: GatewayProcess,
         results["cleanup_errors"] = cleanup_errors
 
 
+def print_batch(batch: Json) -> None:
+    zero = zero_field(batch["side"])
+    ttff = [(v["t_frame"] - v[zero]) * 1000 for v in batch["viewers"]
+            if v["t_frame"] is not None and v[zero] is not None]
+    print(f"round {batch['round']} {batch['side']:<8}: {len(ttff)}/{len(batch['viewers'])} "
+          f"decoded, TTFF p50 {fmt(percentile(ttff, 50))} p95 {fmt(percentile(ttff, 95))} ms; "
+          f"other processes used {batch['other_cores_join']:.2f} cores meanwhile", flush=True)

@@ -2,8 +2,9 @@
 
 Each worker process (``whep_ttff_driver.Workers``) runs batches on command:
 it makes its viewers ready, waits for the common go instant, joins them all
-at once (``gateway``: WHEP POST of an aiortc recvonly offer; ``native``:
-Janus's own server-offer flow on a raw client), waits for each first decoded
+at once (``gateway`` and the WHEP peers such as ``janus-whep-server``: WHEP
+POST of an aiortc recvonly offer to the side's URL; ``native``: Janus's own
+server-offer flow on a raw client), waits for each first decoded
 frame, keeps them decoding for the hold, tears them down, and sends back one
 ``ViewerRecord`` per viewer.  Hooks in aiortc's receiver time the first
 video RTP packet, the first key frame packet and the PLIs each viewer sent.
@@ -24,6 +25,12 @@ from harness import STREAMING, BenchError, Json
 from janus_direct import NativeJanus
 
 STREAM = "ttff"
+NATIVE = "native"  # the one side that is not WHEP: Janus's server-offer flow
+
+
+def zero_field(side: str) -> str:
+    """Where a viewer's clock starts: its POST on a WHEP side, its ``attach`` on native."""
+    return "t_attach" if side == NATIVE else "t_post"
 
 
 def now() -> float:
@@ -74,8 +81,8 @@ class ViewerRecord:
     worker: int
     index: int
     t_go: float = 0.0
-    offer_s: float | None = None  # gateway: createOffer + gathering, done before the go
-    t_post: float | None = None  # gateway
+    offer_s: float | None = None  # WHEP: createOffer + gathering, done before the go
+    t_post: float | None = None  # WHEP
     t_201: float | None = None
     status: int | None = None
     session: str | None = None
@@ -85,7 +92,7 @@ class ViewerRecord:
     t_offer: float | None = None
     t_answer: float | None = None  # native: aiortc answer made (incl. gathering)
     t_started: float | None = None  # native: Janus's "starting" event
-    t_srd: float | None = None  # gateway: answer applied
+    t_srd: float | None = None  # WHEP: answer applied
     t_ice: float | None = None  # aiortc iceConnectionState "completed" (ICE done)
     t_connected: float | None = None  # aiortc connectionState "connected" (ICE + DTLS)
     t_rtp: float | None = None  # first video RTP packet (after SRTP)
@@ -102,7 +109,7 @@ class ViewerRecord:
 
     @property
     def t_zero(self) -> float | None:
-        return self.t_post if self.side == "gateway" else self.t_attach
+        return getattr(self, zero_field(self.side))
 
 
 # --------------------------------------------------------------------------
@@ -226,13 +233,14 @@ async def ready_then_go(conn: Any, cmd: Json) -> tuple[Json, float]:
     return go, go["at"] + cmd["ttff_timeout"]
 
 
-async def gateway_batch(conn: Any, cmd: Json) -> tuple[list[Viewer], list[Any]]:
+async def whep_batch(conn: Any, cmd: Json) -> tuple[list[Viewer], list[Any]]:
+    """WHEP viewers of one side (the gateway or a peer): POST the offer to its URL."""
     from aiortc import RTCSessionDescription
 
     url = cmd["whep_url"]
     viewers = []
     for i in range(cmd["count"]):
-        rec = ViewerRecord("gateway", cmd["worker"], i)
+        rec = ViewerRecord(cmd["side"], cmd["worker"], i)
         viewer = Viewer(rec)
         viewer.pc.addTransceiver("audio", direction="recvonly")
         viewer.pc.addTransceiver("video", direction="recvonly")
@@ -323,7 +331,7 @@ class _PlaceHolder:
 
 async def teardown(side: str, viewers: list[Viewer], resources: list[Any], timeout: float) -> list[str]:
     errors: list[str] = []
-    if side == "gateway":
+    if side != NATIVE:
         http = resources[0]
 
         async def delete(viewer: Viewer) -> None:
@@ -349,7 +357,7 @@ async def teardown(side: str, viewers: list[Viewer], resources: list[Any], timeo
 
 
 async def worker_batch(conn: Any, cmd: Json) -> Json:
-    runner = gateway_batch if cmd["side"] == "gateway" else native_batch
+    runner = native_batch if cmd["side"] == NATIVE else whep_batch
     viewers, resources = await runner(conn, cmd)
     conn.send({"phase": "settled"})
     hold = await asyncio.to_thread(recv, conn, cmd["ttff_timeout"] + 60)

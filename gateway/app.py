@@ -23,6 +23,7 @@ from gateway.http import admin, pages
 from gateway.http import admin_streams
 from gateway.http import openapi
 from gateway.http.requestid import RequestIdMiddleware
+from gateway.http.server import CappedHttpToolsProtocol
 from gateway.http import metrics as metrics_route
 from gateway.metrics import GatewayMetrics, MetricsMiddleware
 from gateway.core.catalog import StreamCatalog
@@ -99,7 +100,8 @@ SERVER_OPTIONS = {
     # settings say; gateway.http.forwarded reads it from trusted_proxies only.
     "proxy_headers": False,
     "timeout_keep_alive": 5,  # idle connections do not linger
-    "http": "h11",  # h11 caps request heads (16 KiB); httptools has no cap at all
+    # httptools (C) with h11's 16 KiB cap on request heads (gateway.http.server).
+    "http": CappedHttpToolsProtocol,
 }
 
 
@@ -154,6 +156,7 @@ def create_app(settings: Settings, backend: Backend | None = None,
             max_bitrate=settings.max_bitrate,
             connect_timeout=settings.publisher_connect_timeout,
             media_timeout=settings.publisher_media_timeout,
+            pool_size=settings.ingest_pool_size,
         ),
         registry,
         recorder=recordings,
@@ -174,7 +177,8 @@ def create_app(settings: Settings, backend: Backend | None = None,
     hooks = Hooks.from_settings(settings, registry, egress.viewers, backend.pool)
     recordings.on_ready.append(hooks.recording_ready)
     recordings.on_failed.append(hooks.recording_failed)
-    metrics = GatewayMetrics(backend.pool, registry, egress, recordings, hooks.webhooks)
+    metrics = GatewayMetrics(backend.pool, registry, egress, recordings, hooks.webhooks,
+                             ingest)
     cluster = None
     if settings.redis_url:  # replicas sharing their sessions (core.cluster)
         cluster = Cluster(ClusterPolicy(

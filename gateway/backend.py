@@ -114,12 +114,30 @@ def _pool(nodes: list[JanusNode], settings: Settings) -> NodePool:
                                       gateways=settings.region_gateways))
 
 
+def websocket_url(settings: Settings, ws_url: str | None) -> str | None:
+    """The WebSocket address the gateway talks to a node over, or None for HTTP.
+
+    Replicas (``redis_url``) stay on HTTP: a session made over a WebSocket
+    dies with that socket (Janus destroys it at once unless its
+    ``reclaim_session_timeout`` is set) and its events go to that socket
+    only, so a dead replica's publishers and viewers could not be taken over
+    (``janus.takeover``).  Over HTTP a session belongs to no connection.
+    """
+    if settings.janus_transport != "websocket" or ws_url is None:
+        return None
+    if settings.redis_url:
+        log.warning("janus_transport = websocket is ignored with redis_url: replicas take "
+                    "over each other's Janus sessions, which only HTTP allows")
+        return None
+    return ws_url
+
+
 def configured_node(spec: JanusNodeSettings, settings: Settings, index: int) -> JanusNode:
     admin = JanusAdmin(spec.admin_url, spec.admin_secret or "") if spec.admin_url else None
     return JanusNode(
         spec.name or f"janus{index}",
-        JanusClient(spec.url, api_secret=spec.api_secret,
-                    request_timeout=settings.janus_request_timeout),
+        JanusClient(spec.url, ws_url=websocket_url(settings, spec.ws_url),
+                    api_secret=spec.api_secret, request_timeout=settings.janus_request_timeout),
         plugin_admin_key=spec.plugin_admin_key, admin=admin, role=spec.role,
         region=spec.region, max_viewers=spec.max_viewers, max_out_bitrate=spec.max_out_bitrate,
         tag=settings.instance_name,
@@ -146,6 +164,7 @@ def _managed_backend(settings: Settings) -> Backend:
             streaming_port_range=streaming,
             debug_level=settings.janus_debug_level,
             event_loops=settings.janus_event_loops,
+            websockets=settings.janus_transport == "websocket",
         ))
 
     if settings.janus_separate_egress:
@@ -166,7 +185,8 @@ def _managed_backend(settings: Settings) -> Backend:
                    "max_out_bitrate": settings.janus_egress_max_out_bitrate}
                   if role != "ingest" else {})
         nodes.append(JanusNode(
-            name, JanusClient(cfg.api_url, request_timeout=settings.janus_request_timeout),
+            name, JanusClient(cfg.api_url, request_timeout=settings.janus_request_timeout,
+                              ws_url=cfg.ws_url if cfg.websockets else None),
             plugin_admin_key=cfg.plugin_admin_key,
             admin=JanusAdmin(cfg.admin_url, cfg.admin_secret), role=role,
             region=settings.region, tag=settings.instance_name, **limits,

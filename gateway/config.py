@@ -103,6 +103,10 @@ class JanusNodeSettings(BaseModel):
     admin_secret: str | None = None
     api_secret: str | None = None
     plugin_admin_key: str | None = None
+    ws_url: str | None = Field(
+        None, description="ws(s):// address of the node's WebSocket transport (subprotocol "
+        "janus-protocol), used when janus_transport is websocket; url stays for /info",
+    )
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     region: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
@@ -121,6 +125,15 @@ class JanusNodeSettings(BaseModel):
             parts = urlsplit(value)
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @field_validator("ws_url")
+    @classmethod
+    def _ws_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("ws", "wss") or not parts.netloc:
+                raise ValueError(f"{value!r} is not a ws(s) URL")
         return value
 
 
@@ -161,6 +174,12 @@ class Settings(BaseSettings):
         2, ge=0, le=64, description="managed Janus: shared event loops (0: a thread per handle)"
     )
     janus_request_timeout: float = Field(4.0, gt=0, le=30)
+    janus_transport: Literal["http", "websocket"] = Field(
+        "websocket", description="how requests and events reach Janus: websocket (one socket "
+        "per node, events pushed; the managed Janus serves it, a configured node needs ws_url, "
+        "else http) or http (a POST per request, a long poll per session). Replicas "
+        "(redis_url) stay on http",
+    )
 
     region: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_.-]{1,64}$",
@@ -255,6 +274,11 @@ class Settings(BaseSettings):
     video_codecs: str = "h264,vp8,vp9,av1,h265"
     audio_codecs: str = "opus"
     max_bitrate: int = Field(0, ge=0, description="bit/s per publisher; 0: no limit")
+    ingest_pool_size: int = Field(
+        2, ge=0, le=64, description="VideoRoom rooms and handles each ingest node keeps ready "
+        "for the next publishers (a WHIP POST then makes one Janus round trip, not three); "
+        "0: none",
+    )
     publisher_connect_timeout: float = Field(
         10.0, gt=0, description="seconds a new publisher has to start sending media"
     )

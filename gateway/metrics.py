@@ -34,6 +34,7 @@ from gateway import probes
 
 if TYPE_CHECKING:
     from gateway.core.egress import Egress
+    from gateway.core.ingest import Ingest
     from gateway.core.placement import NodePool
     from gateway.core.streams import StreamRegistry
     from gateway.core.webhooks import Webhooks
@@ -52,9 +53,10 @@ class StateCollector(Collector):
     """Gauges computed from the domain's state when Prometheus scrapes."""
 
     def __init__(self, pool: NodePool, streams: StreamRegistry, egress: Egress,
-                 recordings: Recordings | None = None, webhooks: Webhooks | None = None) -> None:
+                 recordings: Recordings | None = None, webhooks: Webhooks | None = None,
+                 ingest: Ingest | None = None) -> None:
         self.pool, self.streams, self.egress = pool, streams, egress
-        self.recordings, self.webhooks = recordings, webhooks
+        self.recordings, self.webhooks, self.ingest = recordings, webhooks, ingest
 
     def collect(self) -> Iterator[Metric]:
         from gateway.core.streams import PublisherState
@@ -96,6 +98,8 @@ class StateCollector(Collector):
             load.add_metric([node.name], node.load)
         yield up
         yield load
+        if self.ingest is not None:
+            yield from self._publisher_pools(self.ingest)
 
         subscribers = GaugeMetricFamily("whip_gateway_event_stream_subscribers",
                                         "Open WHEP server-sent event streams")
@@ -117,6 +121,21 @@ class StateCollector(Collector):
             for outcome in ("delivered", "failed", "dropped", "retried"):
                 sent.add_metric([r.url, outcome], getattr(r, outcome))
         yield sent
+
+    def _publisher_pools(self, ingest: Ingest) -> Iterator[Metric]:
+        """What the publisher pools hold in Janus (rooms being made or destroyed
+        included): with the control handles, all Janus holds of an idle gateway."""
+        handles = GaugeMetricFamily("whip_gateway_publisher_pool_handles",
+                                    "VideoRoom handles attached ahead of publishers",
+                                    labels=["node"])
+        rooms = GaugeMetricFamily("whip_gateway_publisher_pool_rooms",
+                                  "VideoRoom rooms created ahead of publishers", labels=["node"])
+        for name, publisher_pool in ingest.pools.items():
+            h, r = publisher_pool.held()
+            handles.add_metric([name], len(h))
+            rooms.add_metric([name], len(r))
+        yield handles
+        yield rooms
 
     def _capacity(self) -> Iterator[Metric]:
         """How full each node is, and the sessions refused for want of room."""
@@ -155,10 +174,12 @@ class GatewayMetrics:
     """The app's registry and the event-driven metrics in it."""
 
     def __init__(self, pool: NodePool, streams: StreamRegistry, egress: Egress,
-                 recordings: Recordings | None = None, webhooks: Webhooks | None = None) -> None:
+                 recordings: Recordings | None = None, webhooks: Webhooks | None = None,
+                 ingest: Ingest | None = None) -> None:
         self.pool = pool
         self.registry = CollectorRegistry()
-        self.registry.register(StateCollector(pool, streams, egress, recordings, webhooks))
+        self.registry.register(StateCollector(pool, streams, egress, recordings, webhooks,
+                                              ingest))
         self.http_responses = Counter(
             "whip_gateway_http_responses", "HTTP responses by route template, method and status",
             ["route", "method", "status"], registry=self.registry)

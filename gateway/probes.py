@@ -48,7 +48,7 @@ HOOKS: dict[str, str] = {
     "egress.variant": "span: getting a viewer's mountpoint variant, lock wait included",
     "janus.request": "span: one Janus API POST until its reply (JanusClient.post): (client, path, body)",
     "janus.message": "span: an asynchronous plugin request until its event (JanusHandle.message)",
-    "janus.event": "point (event): the long-poll pump hands an event on (JanusSession._dispatch)",
+    "janus.event": "point (event): the transport hands an event on (JanusSession.deliver)",
     "janus.session_lost": "point (session_id): a Janus session was given up",
 }
 

@@ -7,15 +7,16 @@ leave the machine.  Integration tests need root for that; without it they
 are skipped with the reason.
 
 After every test that used a gateway, ``Leaks`` asks Janus's admin API what
-it still holds: no room and no handle beyond the gateway's two control
-handles while the gateway runs, and no session at all once it stopped.
+it still holds: while the gateway runs, its two control handles and exactly
+the rooms and handles its publisher pools name (``Ingest.pooled``), nothing
+else; once it stopped, no session and no room at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
@@ -57,8 +58,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def janus() -> Iterator[ManagedJanus]:
-    """One Janus for the whole run, as the Debian package ships it."""
-    process = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, debug_level=4))
+    """One Janus for the whole run, as the Debian package ships it.  It serves
+    its WebSocket transport too, which gateways use by default
+    (WHIP_GATEWAY_JANUS_TRANSPORT=http runs a whole run on the long poll)."""
+    process = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, debug_level=4,
+                                              websockets=True))
     process.start()
     yield process
     process.stop()
@@ -69,7 +73,8 @@ def janus_lite() -> Iterator[ManagedJanus]:
     """A second Janus 1.1.2 in ICE-lite mode, as a dedicated egress node."""
     process = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, ice_lite=True,
                                               rtp_port_range="40001-45000",
-                                              streaming_port_range="45001-50000"))
+                                              streaming_port_range="45001-50000",
+                                              websockets=True))
     process.start()
     yield process
     process.stop()
@@ -80,6 +85,7 @@ class Leaks:
     """Janus's own view of what the gateway holds, on every node of a test."""
 
     admins: list[tuple[JanusAdmin, str]]  # (admin API, plugin admin key) per node
+    apps: list[Any] = field(default_factory=list)  # the in-process gateways (start_gateway)
 
     @property
     def admin(self) -> JanusAdmin:
@@ -93,25 +99,56 @@ class Leaks:
             found += [entry[key] for entry in reply.get("list", [])]
         return found
 
-    async def rooms(self) -> list[int]:
+    async def pooled(self) -> tuple[set[int], set[int]]:
+        """(handle ids, room ids) the gateways' publisher pools hold, once no
+        pool is being topped up."""
+        handles: set[int] = set()
+        rooms: set[int] = set()
+        ours = {admin.url for admin, _ in self.admins}
+        for app in self.apps:
+            for pool in list(app.state.ingest.pools.values()):
+                admin = pool.node.admin
+                if admin is None or admin.url not in ours:
+                    continue  # a Janus the gateway runs itself (janus=[]): not one we see
+                await pool.settled()
+                h, r = pool.held()
+                handles |= h
+                rooms |= r
+        return handles, rooms
+
+    async def all_rooms(self) -> list[int]:
+        """Every VideoRoom room, pooled ones included."""
         return await self._list("janus.plugin.videoroom", "room")
+
+    async def rooms(self) -> list[int]:
+        """The rooms publishers hold: every room but the idle pooled ones."""
+        _, pooled = await self.pooled()
+        return [r for r in await self.all_rooms() if r not in pooled]
 
     async def mountpoints(self) -> list[int]:
         return await self._list("janus.plugin.streaming", "id")
 
     async def assert_only_control_handles(self, gateways: int = 1) -> None:
+        pooled_handles, pooled_rooms = await self.pooled()
+        seen: set[int] = set()
         for admin, _ in self.admins:
             handles = await admin.all_handles()
             assert len(handles) <= gateways, f"more than the gateways' own Janus sessions: {handles}"
             for session, hs in handles.items():
-                assert len(hs) == 2, f"session {session} holds handles beyond the 2 control ones: {hs}"
-        assert await self.rooms() == [], "a VideoRoom room was left behind"
+                seen |= set(hs)
+                rest = [h for h in hs if h not in pooled_handles]
+                assert len(rest) == 2, f"session {session} holds handles beyond the 2 control ones and the pool's: {rest}"
+        rooms = await self.all_rooms()
+        if self.admins:
+            assert pooled_handles <= seen, f"pooled handles Janus does not hold: {pooled_handles - seen}"
+            assert pooled_rooms <= set(rooms), f"pooled rooms Janus does not hold: {pooled_rooms - set(rooms)}"
+        assert [r for r in rooms if r not in pooled_rooms] == [], "a VideoRoom room was left behind"
         assert await self.mountpoints() == [], "a Streaming mountpoint was left behind"
 
     async def assert_nothing(self) -> None:
         for admin, _ in self.admins:
             assert await admin.sessions() == [], "a Janus session was left behind"
-        assert await self.rooms() == []
+        assert await self.all_rooms() == [], "a VideoRoom room (pooled or not) was left behind"
         assert await self.mountpoints() == []
 
 
@@ -165,6 +202,7 @@ def janus_settings(janus: ManagedJanus, role: str = "both") -> JanusNodeSettings
     return JanusNodeSettings(
         url=janus.cfg.api_url, admin_url=janus.cfg.admin_url, role=role,  # type: ignore[arg-type]
         admin_secret=janus.cfg.admin_secret, plugin_admin_key=janus.cfg.plugin_admin_key,
+        ws_url=janus.cfg.ws_url if janus.cfg.websockets else None,
     )
 
 
@@ -177,6 +215,8 @@ async def start_gateway(janus_node: ManagedJanus | Topology,
     async def start(access_log: bool = False, **overrides: Any) -> RunningGateway:
         port = free_port()
         overrides.setdefault("janus", [janus_settings(j, role) for j, role in topology(janus_node)])
+        if servers:  # gateways sharing a Janus need tags of their own, or each reaps the other
+            overrides.setdefault("instance_name", f"whip-gateway-{len(servers) + 1}")
         settings = load_settings(host="127.0.0.1", port=port, **overrides)
         app = create_app(settings)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on",
@@ -189,6 +229,7 @@ async def start_gateway(janus_node: ManagedJanus | Topology,
                 raise RuntimeError("gateway did not start")
             await asyncio.sleep(0.01)
         servers.append((server, task))
+        leaks.apps.append(app)
         return RunningGateway(url=f"http://127.0.0.1:{port}", settings=settings, app=app)
 
     yield start
@@ -203,6 +244,7 @@ async def start_gateway(janus_node: ManagedJanus | Topology,
         for server, task in servers:
             server.should_exit = True
             await task
+        leaks.apps.clear()
     if servers:
         await leaks.assert_nothing()
 

@@ -34,7 +34,7 @@ def janus_new() -> Iterator[ManagedJanus]:
     if not (root / "usr/bin/janus").is_file():
         pytest.skip(f"no Debian sid Janus chroot at {root}: run deploy/janus-sid.sh (as root)")
     process = ManagedJanus(JanusProcessConfig(
-        ice_enforce_list=INTERFACE, debug_level=4, chroot=str(root),
+        ice_enforce_list=INTERFACE, debug_level=4, chroot=str(root), websockets=True,
     ))
     process.start()
     yield process

@@ -55,6 +55,7 @@ from gateway.janus.takeover import (
     AdoptedSession,
     Sessions,
     adopt_session,
+    destroy_dead_pools,
     destroy_lost_room,
     node_sessions,
 )
@@ -186,6 +187,7 @@ class Cluster:
         await self.egress.events.stop()
         await self._flush(self._local_streams())
         await self._renew()  # our Janus sessions, as they are now
+        await self.ingest.close_pools()  # made for our next publishers, not the heir's
         for node in self.pool.nodes:
             await node.release()
         for session in self._adopted:
@@ -378,6 +380,7 @@ class Cluster:
             streams = await self._take_streams(dead, nodes, sessions)
         finally:
             self._restoring -= {s.id for s in adopted}
+        await self._free_dead_pools(entries, nodes)
         await self.redis.delete(self._key("janus", dead))
         await self.redis.srem(self._key("replicas"), dead)
         log.warning("replica %s took over replica %s: %d Janus session(s), %d stream(s) in %.2f s",
@@ -402,6 +405,22 @@ class Cluster:
                     streams += 1
             self.touch(name)
         return streams
+
+    async def _free_dead_pools(self, entries: list[dict[str, Any]], nodes: dict[str, Any]) -> None:
+        """The dead replica's publisher pools: their rooms go now (their handles
+        go with its Janus sessions); rooms a publisher took from them and any
+        replica still records stay."""
+        by_node: dict[str, set[int]] = {}
+        for entry in entries:
+            by_node.setdefault(entry["node"], set()).add(int(entry["session"]))
+        spare = set((await self.held()).rooms)
+        for name, dead_sessions in by_node.items():
+            node = nodes.get(name)
+            if node is not None and node.healthy:
+                freed = await destroy_dead_pools(node, dead_sessions, spare)
+                if freed:
+                    log.info("replica %s: freed %d pooled room(s) of a dead replica on %s",
+                             self.id, freed, name)
 
     async def _streams_of(self, replica: str) -> list[str]:
         names = sorted(await self.redis.smembers(self._key("streams")))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Protocol
 
 from gateway.core import offers
-from gateway.sdp.formats import room_h264_profile
+from gateway.sdp.formats import CONSTRAINED_BASELINE, room_h264_profile
 from gateway.core.auth import StreamKeys
 from gateway.core.placement import NodePool
 from gateway.core.streams import (
@@ -29,6 +29,7 @@ from gateway.errors import (GatewayError, IceRestartInProgress, MediaServerUnava
                             ResourceNotFound, StreamBusy)
 from gateway.janus.node import JanusNode
 from gateway.janus.peer import PeerObserver
+from gateway.janus.roompool import PublisherPool
 from gateway.janus.videoroom import RoomOptions, RoomPublisher
 from gateway.sdp import model as sdp
 
@@ -44,6 +45,7 @@ class IngestPolicy:
     media_timeout: float = 5.0
     janus_timeout: float = 6.0
     setup_deadline: float = 6.5
+    pool_size: int = 0  # rooms and handles kept ready per ingest node (0: none)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class Ingest:
         self.policy = policy
         self.registry = registry or StreamRegistry()
         self._ending: set[asyncio.Task[None]] = set()
+        # Rooms and handles made ahead of the publishers, by node name (node_up makes them).
+        self.pools: dict[str, PublisherPool] = {}
         pool.observe(self)
         # ICE restarts in flight, by session id: Janus must never get a second
         # offer, or a hang-up, on a handle whose restart it is still handling.
@@ -131,6 +135,7 @@ class Ingest:
                     node, offer=offer_text, display=stream, options=options,
                     observer=_PublisherPeer(self, session),
                     timeout=self.policy.janus_timeout,
+                    pool=self.pools.get(node.name),
                 )
         except BaseException as exc:
             self.registry.remove(session)
@@ -180,16 +185,25 @@ class Ingest:
 
     async def close(self) -> None:
         await asyncio.gather(*(self._end(s, "gateway stopping") for s in self.registry.sessions()))
+        await self.close_pools()
+
+    async def close_pools(self) -> None:
+        """Destroy the pools' rooms and handles (at stop, or before a hand-over:
+        another replica has no use for them)."""
+        pools, self.pools = list(self.pools.values()), {}
+        await asyncio.gather(*(p.close() for p in pools))
 
     # -- internals --------------------------------------------------------
 
-    def _room_options(self, offer: sdp.SessionDescription) -> RoomOptions:
+    def _room_options(self, offer: sdp.SessionDescription | None) -> RoomOptions:
+        """What a publisher's room is created with; without an offer, what the
+        pools start with (most offers carry constrained baseline H.264)."""
         return RoomOptions(
             video_codecs=self.policy.video_codecs,
             audio_codecs=self.policy.audio_codecs,
             bitrate=self.policy.max_bitrate,
             # constrained baseline when offered: the one H.264 every browser viewer takes
-            h264_profile=room_h264_profile(offer),
+            h264_profile=room_h264_profile(offer) if offer is not None else CONSTRAINED_BASELINE,
         )
 
     async def _restart_ice(self, session: PublisherSession, frag: sdp.SdpFragment) -> PatchResult:
@@ -256,9 +270,12 @@ class Ingest:
             session.closing.add_done_callback(self._ending.discard)
 
     async def settled(self) -> None:
-        """Wait until every publisher that is being ended has freed its resources."""
+        """Wait until every publisher that is being ended has freed its resources,
+        and no pool is being topped up (what Janus holds is then what we name)."""
         while self._ending:
             await asyncio.gather(*list(self._ending), return_exceptions=True)
+        for pool in list(self.pools.values()):
+            await pool.settled()
 
     async def _end(self, session: PublisherSession, reason: str) -> None:
         """Free everything the session holds; safe to call more than once."""
@@ -280,8 +297,22 @@ class Ingest:
             if self.recorder is not None:
                 self.recorder.closed(session)
 
+    def node_up(self, node: JanusNode) -> None:
+        """Fill the node's pool (made on its first start) if it takes publishers."""
+        if self.policy.pool_size <= 0 or node.role not in ("ingest", "both"):
+            return
+        pool = self.pools.get(node.name)
+        if pool is None or pool.node is not node:
+            pool = self.pools[node.name] = PublisherPool(node, self.policy.pool_size,
+                                                         self._room_options(None))
+        pool.node_up()
+
     def node_down(self, node: JanusNode) -> None:
-        """End what lived on the node; a set-up still running there fails (503)."""
+        """End what lived on the node; a set-up still running there fails (503).
+        Its pool is emptied (its handles died with the session)."""
+        pool = self.pools.get(node.name)
+        if pool is not None and pool.node is node:
+            pool.node_down()
         for session in self.registry.sessions():
             if session.node_name != node.name:
                 continue
@@ -295,6 +326,9 @@ class Ingest:
         reconnect POST lands on another ingest node)."""
         await asyncio.gather(*(self._end(s, f"node {node.name} removed")
                                for s in self.registry.sessions() if s.node_name == node.name))
+        pool = self.pools.pop(node.name, None)
+        if pool is not None:
+            await pool.close()
 
 
 def _backend(session: PublisherSession) -> RoomPublisher:

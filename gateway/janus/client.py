@@ -1,17 +1,20 @@
-"""An async client for the Janus API over its HTTP transport.
+"""An async client for the Janus API, over its WebSocket or its HTTP transport.
 
 Why our own: the PyPI clients did not fit.  ``janus-client`` opens a new
 aiohttp session for every request and ties its plugin classes to aiortc
 media in the same process; ``janus-api-core`` brings reactivex, websockets
 and a global settings system, and builds its sessions on the WebSocket
 transport.  We need a small thing: typed errors with Janus's codes, one
-long-poll event pump per Janus session, and exact control over timeouts
+event pump per Janus session, and exact control over timeouts
 (a hung Janus must fail a POST well before OBS gives up after 8 s).
 
-Transport: aiohttp.  httpx cost about 1 ms of CPU per Janus call here
-against 0.17 ms for aiohttp (bench/janus_http_clients.py), and a WHIP POST
-makes four calls, so the client library decided whether the gateway kept
-up with raw Janus (bench/whip_setup.py).
+Transport: aiohttp, over Janus's HTTP API (``transport.HttpTransport``) or
+its WebSocket API (``websocket.WebSocketTransport``, when the node has a
+``ws_url``); the rest of this module does not know which.  httpx cost
+about 1 ms of CPU per Janus call here against 0.17 ms for aiohttp
+(bench/janus_http_clients.py), and a WHIP POST makes four calls, so the
+client library decided whether the gateway kept up with raw Janus
+(bench/whip_setup.py).
 
 Shape: ``JanusClient`` (one per node) → ``JanusSession`` (owns the event
 pump) → ``JanusHandle`` (one plugin handle).  Synchronous plugin requests
@@ -25,46 +28,23 @@ import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Any, Callable
-
-import aiohttp
+from typing import Callable
 
 from gateway import probes
+from gateway.janus.apierror import (  # re-exported: the package's error types
+    JanusError,
+    JanusPluginError,
+    JanusSessionLost,
+    JanusUnreachable,
+    Json,
+    raise_for_error,
+)
+from gateway.janus.transport import HttpTransport, Transport
+from gateway.janus.websocket import WebSocketTransport
 
 log = logging.getLogger(__name__)
 
-Json = dict[str, Any]
 EventCallback = Callable[[Json], None]
-
-
-class JanusError(Exception):
-    """A Janus core error (``{"janus":"error"}``), codes from src/apierror.h."""
-
-    NO_SUCH_SESSION = 458
-    NO_SUCH_HANDLE = 459
-    INVALID_SDP = 465
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(f"Janus error {code}: {reason}")
-        self.code = code
-        self.reason = reason
-
-
-class JanusPluginError(JanusError):
-    """An error a plugin reported in ``plugindata.data.error_code``."""
-
-    def __init__(self, plugin: str, code: int, reason: str) -> None:
-        super().__init__(code, reason)
-        self.plugin = plugin
-        self.args = (f"{plugin} error {code}: {reason}",)
-
-
-class JanusUnreachable(Exception):
-    """The node did not answer (refused, timed out, or answered garbage)."""
-
-
-class JanusSessionLost(JanusUnreachable):
-    """The Janus session is gone (node restarted, or the session timed out)."""
 
 
 @dataclass
@@ -78,56 +58,38 @@ class JanusClient:
         self,
         url: str,
         *,
+        ws_url: str | None = None,
         api_secret: str | None = None,
         request_timeout: float = 4.0,
         poll_timeout: float = 45.0,
     ) -> None:
         self.url = url.rstrip("/")
+        self.ws_url = ws_url
         self.api_secret = api_secret
         self.request_timeout = request_timeout
-        self.poll_timeout = poll_timeout
-        self._http: aiohttp.ClientSession | None = None
-
-    @property
-    def http(self) -> aiohttp.ClientSession:
-        # Made on first use, inside the running loop; long polls hold a
-        # connection each, so the pool has no cap.
-        if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, force_close=False),
-                timeout=aiohttp.ClientTimeout(total=self.request_timeout),
-            )
-        return self._http
+        # /info (the node's version and plugins) always goes over HTTP.
+        self._http = HttpTransport(self.url, api_secret=api_secret,
+                                   request_timeout=request_timeout, poll_timeout=poll_timeout)
+        self.transport: Transport = (
+            WebSocketTransport(ws_url, request_timeout=request_timeout) if ws_url else self._http)
 
     async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
+        if self.transport is not self._http:
+            await self.transport.close()
+        await self._http.close()
 
     async def info(self) -> Json:
-        try:
-            async with self.http.get(f"{self.url}/info") as response:
-                response.raise_for_status()
-                return dict(await response.json(content_type=None))
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            raise JanusUnreachable(f"{self.url}/info: {exc!r}") from exc
+        return await self._http.info()
 
     @probes.timed("janus.request")
     async def post(self, path: str, body: Json) -> Json:
-        """One Janus API request; returns the reply or raises a typed error."""
+        """One Janus API request (``path`` as in the REST API: ``""``,
+        ``/<session>`` or ``/<session>/<handle>``); returns the reply or
+        raises a typed error."""
         body = {**body, "transaction": body.get("transaction") or _transaction()}
         if self.api_secret:
             body["apisecret"] = self.api_secret
-        try:
-            async with self.http.post(self.url + path, json=body) as response:
-                reply = await response.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            raise JanusUnreachable(f"POST {path}: {exc!r}") from exc
-        if not isinstance(reply, dict):
-            raise JanusUnreachable(f"POST {path}: not a Janus reply: {reply!r:.80}")
-        if reply.get("janus") == "error":
-            err = reply.get("error") or {}
-            raise JanusError(int(err.get("code", 0)), str(err.get("reason", "")))
-        return reply
+        return raise_for_error(await self.transport.send(path, body))
 
     async def create_session(self) -> JanusSession:
         reply = await self.post("", {"janus": "create"})
@@ -147,7 +109,8 @@ class JanusSession:
         self.on_lost: Callable[[], None] | None = None
 
     def start(self) -> None:
-        self._pump = asyncio.create_task(self._run_pump(), name=f"janus-pump-{self.id}")
+        self._pump = asyncio.create_task(self.client.transport.listen(self),
+                                         name=f"janus-pump-{self.id}")
 
     @property
     def alive(self) -> bool:
@@ -212,47 +175,9 @@ class JanusSession:
     def forget(self, transaction: str) -> None:
         self._waiters.pop(transaction, None)
 
-    async def _run_pump(self) -> None:
-        """Long-poll events until the session is gone; a poll is also the keepalive."""
-        client = self.client
-        params: dict[str, Any] = {"maxev": 20}
-        if client.api_secret:
-            params["apisecret"] = client.api_secret
-        poll_timeout = aiohttp.ClientTimeout(total=client.poll_timeout)
-        failures = 0
-        while not self.lost.is_set():
-            try:
-                async with client.http.get(f"{client.url}/{self.id}", params=params,
-                                           timeout=poll_timeout) as response:
-                    if response.status == 404:
-                        # Janus 1.1.2 answers a poll for a session it no longer
-                        # knows (it restarted) with 404 and no body.
-                        self._mark_lost()
-                        return
-                    reply = await response.json(content_type=None)
-            except asyncio.CancelledError:
-                raise
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-                failures += 1
-                log.warning("janus session %s: event poll failed (%r)", self.id, exc)
-                if failures >= 3:
-                    self._mark_lost()
-                    return
-                await asyncio.sleep(0.2 * failures)
-                continue
-            failures = 0
-            events = reply if isinstance(reply, list) else [reply]
-            for event in events:
-                if not isinstance(event, dict):
-                    continue
-                if event.get("janus") == "error":
-                    code = (event.get("error") or {}).get("code")
-                    if code == JanusError.NO_SUCH_SESSION:
-                        self._mark_lost()
-                        return
-                self._dispatch(event)
-
-    def _dispatch(self, event: Json) -> None:
+    def deliver(self, event: Json) -> None:
+        """An event the transport received for this session: to the request
+        waiting for its transaction, or to its handle's listener."""
         probes.emit("janus.event", event)
         kind = event.get("janus")
         if kind in ("keepalive", "ack"):
@@ -323,9 +248,7 @@ class JanusHandle:
                 future.exception()  # retrieved: a lost session fails it and nobody waits
             else:
                 future.cancel()
-        if event.get("janus") == "error":
-            err = event.get("error") or {}
-            raise JanusError(int(err.get("code", 0)), str(err.get("reason", "")))
+        raise_for_error(event)
         return PluginEvent(self._plugin_data(event), event.get("jsep"))
 
     async def trickle(self, mid: str, candidates: list[str], completed: bool) -> None:

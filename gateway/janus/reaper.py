@@ -8,7 +8,9 @@ their ``description``.  On connecting to a node, the gateway frees every
 tagged thing that is not its own current session.  Two gateways sharing a
 Janus node therefore need different tags (setting ``instance_name``), unless
 they are replicas of one deployment (``redis_url``): then what any replica
-still holds, or will take over, is passed as ``keep`` and left alone.
+still holds, or will take over, is passed as ``keep`` and left alone.  A
+room a publisher pool made (``roompool``) names its Janus session: it is
+kept while that session is (a replica's live pool), freed with it otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from gateway.janus.admin import JanusAdmin
 from gateway.janus.client import JanusError, JanusUnreachable, with_admin_key
 
 log = logging.getLogger(__name__)
+
+POOL_WORD = "pool"  # in a pooled room's description: "<tag> pool <session id>"
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,8 @@ async def reap(admin: JanusAdmin, *, tag: str, keep_session: int,
             listed = await admin.message_plugin(
                 plugin, with_admin_key(plugin_admin_key, {"request": "list"}))
             for entry in listed.get("list", []):
-                if _tagged(entry, tag) and entry[key] not in kept[what]:
+                if _tagged(entry, tag) and entry[key] not in kept[what] and not _pool_kept(
+                        entry, tag, keep.sessions):
                     await admin.message_plugin(plugin, with_admin_key(plugin_admin_key, {
                         "request": "destroy", key: entry[key], "permanent": False}))
                     freed[what] += 1
@@ -63,6 +68,21 @@ async def reap(admin: JanusAdmin, *, tag: str, keep_session: int,
     if any(freed.values()):
         log.warning("freed what an earlier run left in Janus: %s", freed)
     return freed
+
+
+def _pool_kept(entry: dict[str, object], tag: str, sessions: frozenset[int]) -> bool:
+    """A pooled room of a session that is kept: another replica's live pool."""
+    return pooled_session(str(entry.get("description") or ""), tag) in sessions
+
+
+def pooled_session(description: str, tag: str) -> int | None:
+    """The Janus session whose publisher pool made a room so described, or None
+    (``roompool.pool_description`` writes it)."""
+    prefix = f"{tag} {POOL_WORD} "
+    if not description.startswith(prefix):
+        return None
+    rest = description[len(prefix):]
+    return int(rest) if rest.isdigit() else None
 
 
 def _tagged(entry: dict[str, object], tag: str) -> bool:

@@ -21,9 +21,10 @@ import asyncio
 import logging
 from typing import Any
 
-from gateway.janus.client import JanusHandle, JanusSession, JanusUnreachable
-from gateway.janus.node import JanusNode
+from gateway.janus.client import JanusError, JanusHandle, JanusSession, JanusUnreachable
+from gateway.janus.node import JanusNode, control_request
 from gateway.janus.peer import PeerObserver, events_to, quietly
+from gateway.janus.reaper import pooled_session
 from gateway.janus.streaming import (
     STREAMING,
     MediaSpec,
@@ -35,7 +36,7 @@ from gateway.janus.videoroom import (
     VIDEOROOM,
     PublishedStream,
     RoomPublisher,
-    _destroy_room,
+    destroy_room,
 )
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,24 @@ def node_sessions(node: JanusNode) -> list[Record]:
     return [{"node": node.name, "session": node.session.id}]
 
 
+async def destroy_dead_pools(node: JanusNode, sessions: set[int], spare: set[int]) -> int:
+    """Destroy the rooms the publisher pools of ``sessions`` (a dead replica's)
+    made on ``node``, but ``spare`` (rooms a publisher took from a pool and a
+    replica still records).  Returns how many went."""
+    try:
+        listed = await control_request(node, VIDEOROOM, {"request": "list"})
+    except (JanusError, JanusUnreachable) as exc:
+        log.warning("janus node %s: dead pools not listed: %s", node.name, exc)
+        return 0
+    doomed = [int(e["room"]) for e in listed.get("list") or []
+              if pooled_session(str(e.get("description") or ""), node.tag) in sessions
+              and int(e["room"]) not in spare]
+    for room_id in doomed:
+        await quietly(destroy_room(node, room_id))
+    return len(doomed)
+
+
 async def destroy_lost_room(node: JanusNode, room_id: int) -> None:
     """A dead replica's room whose publisher's Janus session ended before the
     takeover: nobody publishes in it any more."""
-    await quietly(_destroy_room(node, room_id))
+    await quietly(destroy_room(node, room_id))

@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gateway.janus.client import JanusError, JanusHandle, JanusPluginError, JanusUnreachable
 from gateway.janus.failures import janus_call
@@ -22,7 +23,11 @@ from gateway.janus.peer import JanusPeer, PeerObserver, events_to, quietly
 from gateway.janus.streaming import Mountpoint
 from gateway.sdp import model as sdp
 
+if TYPE_CHECKING:
+    from gateway.janus.roompool import PublisherPool
+
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 VIDEOROOM = "janus.plugin.videoroom"
 ROOM_EXISTS = 427
@@ -66,25 +71,35 @@ class RoomPublisher(JanusPeer):
         options: RoomOptions,
         observer: PeerObserver,
         timeout: float = 6.0,
+        pool: PublisherPool | None = None,
     ) -> RoomPublisher:
-        """Create the room, join as publisher with the client's offer, return
-        with Janus's answer.
+        """Get a room and a handle, join as publisher with the client's offer,
+        return with Janus's answer.
 
-        Anything that fails part-way is undone before the error propagates.
+        The room and the handle come from ``pool`` when it has them ready;
+        whatever it lacks is made here, room and handle at once (neither
+        depends on the other).  Anything that fails part-way is undone before
+        the error propagates.
         """
         with janus_call(node.name, client_sdp=True):
             return await cls._open(node, offer=offer, display=display, options=options,
-                                   observer=observer, timeout=timeout)
+                                   observer=observer, timeout=timeout, pool=pool)
 
     @classmethod
     async def _open(cls, node: JanusNode, *, offer: str, display: str, options: RoomOptions,
-                    observer: PeerObserver, timeout: float) -> RoomPublisher:
+                    observer: PeerObserver, timeout: float,
+                    pool: PublisherPool | None) -> RoomPublisher:
         session = node.require_session()
-        room_id = 0
-        handle: JanusHandle | None = None
+        on_event = events_to(observer)
+        description = f"{node.tag} {display}"
+        room_id = pool.take_room(options) if pool is not None else None
+        handle = pool.take_handle(on_event) if pool is not None else None
+        pooled_room = room_id
         try:
-            room_id = await _create_room(node, options, description=f"{node.tag} {display}")
-            handle = await session.attach(VIDEOROOM, events_to(observer), opaque_id=node.tag)
+            if room_id is None or handle is None:
+                room_id, handle = await _room_and_handle(
+                    node, options, description, room_id, handle,
+                    lambda: session.attach(VIDEOROOM, on_event, opaque_id=node.tag))
             event = await handle.message(
                 {"request": "joinandconfigure", "ptype": "publisher", "room": room_id,
                  "display": display, "audio": True, "video": True},
@@ -100,10 +115,17 @@ class RoomPublisher(JanusPeer):
             node.load += 1
             return publisher
         except BaseException:
+            pooled_room = None
             await quietly(handle.detach() if handle else None)
             if room_id:
-                await quietly(_destroy_room(node, room_id))
+                await quietly(destroy_room(node, room_id))
             raise
+        finally:
+            if pool is not None:  # once the answer is here: the pool's work stays off this request
+                if pooled_room is not None:
+                    # named after its stream, as a fresh room is (operators, audits)
+                    pool.rename(pooled_room, description)
+                pool.refill()
 
     async def renegotiate(self, offer: str, timeout: float = 6.0) -> sdp.SessionDescription:
         """Send the client's new offer (an ICE restart); returns Janus's answer, read."""
@@ -192,15 +214,42 @@ class RoomPublisher(JanusPeer):
         # close_pc in the room's destroy) when the destroy came right after the
         # detach, whose handle teardown was still running (issue 11).
         try:
-            await _destroy_room(self.node, self.room_id)
+            await destroy_room(self.node, self.room_id)
         except (JanusError, JanusUnreachable) as exc:
             log.warning("room %s on %s not destroyed: %s", self.room_id, self.node.name, exc)
         await quietly(self.handle.detach())  # detaching hangs up the PeerConnection
 
 
-async def _create_room(node: JanusNode, options: RoomOptions, *, description: str) -> int:
-    for _ in range(5):
-        room_id = secrets.randbits(52) or 1  # JSON-safe integer, and no zero
+async def _room_and_handle(
+    node: JanusNode, options: RoomOptions, description: str, room_id: int | None,
+    handle: JanusHandle | None, attach: Callable[[], Awaitable[JanusHandle]],
+) -> tuple[int, JanusHandle]:
+    """Make what the pool did not give, concurrently; on a failure, undo what
+    was made here before raising (the caller undoes what the pool gave)."""
+    made = await asyncio.gather(
+        create_room(node, options, description) if room_id is None else _given(room_id),
+        attach() if handle is None else _given(handle),
+        return_exceptions=True)
+    failed = [r for r in made if isinstance(r, BaseException)]
+    if not failed:
+        return made[0], made[1]  # type: ignore[return-value]
+    if handle is None and not isinstance(made[1], BaseException):
+        await quietly(made[1].detach())
+    if room_id is None and not isinstance(made[0], BaseException):
+        await quietly(destroy_room(node, made[0]))
+    raise failed[0]
+
+
+async def _given(value: _T) -> _T:
+    return value
+
+
+async def create_room(node: JanusNode, options: RoomOptions, description: str,
+                      room_id: int | None = None) -> int:
+    """A room for one publisher; ``room_id`` when given (one attempt), else a
+    random free one."""
+    for _ in range(1 if room_id else 5):
+        room_id = room_id or secrets.randbits(52) or 1  # JSON-safe integer, and no zero
         body: dict[str, Any] = {
             "request": "create", "room": room_id, "permanent": False, "publishers": 1,
             "description": description,
@@ -218,10 +267,16 @@ async def _create_room(node: JanusNode, options: RoomOptions, *, description: st
         except JanusPluginError as exc:
             if exc.code != ROOM_EXISTS:
                 raise
+            room_id = None
     raise JanusPluginError(VIDEOROOM, ROOM_EXISTS, "could not find a free room id")
 
 
-async def _destroy_room(node: JanusNode, room_id: int) -> None:
+async def rename_room(node: JanusNode, room_id: int, description: str) -> None:
+    await control_request(node, VIDEOROOM, {"request": "edit", "room": room_id,
+                                            "new_description": description})
+
+
+async def destroy_room(node: JanusNode, room_id: int) -> None:
     await control_request(node, VIDEOROOM, {"request": "destroy", "room": room_id,
                                             "permanent": False})
 

@@ -175,9 +175,9 @@ def _best_match(kind: str, wanted: Codec, offered: list[Codec]) -> Codec | None:
     return matches[0]
 
 
-def _rtx_for(media: MediaSection, pt: int) -> Codec | None:
-    """The rtx codec whose apt names ``pt`` (RFC 4588 section 8.6)."""
-    for c in media.codecs():
+def _rtx_for(codecs: list[Codec], pt: int) -> Codec | None:
+    """The rtx codec (of an m-line's ``codecs``) whose apt names ``pt`` (RFC 4588 section 8.6)."""
+    for c in codecs:
         if c.key in _RTX_NAMES and _fmtp_params(c.fmtp).get("apt") == str(pt):
             return c
     return None
@@ -325,9 +325,9 @@ class _Pair:
     extmap: list[tuple[int, str]]
 
 
-def _primary_codec(media: MediaSection) -> Codec | None:
-    """The media codec of a Janus m-line: Janus offers one codec (plus its rtx)."""
-    for c in media.codecs():
+def _primary_codec(codecs: list[Codec]) -> Codec | None:
+    """The media codec of a Janus m-line's ``codecs``: Janus offers one (plus its rtx)."""
+    for c in codecs:
         if c.key not in _NOT_A_CODEC:
             return c
     return None
@@ -357,16 +357,17 @@ def _extmaps(media: MediaSection) -> list[tuple[int, str]]:
 
 
 def _pair(janus: MediaSection, viewer: MediaSection) -> _Pair | None:
-    janus_codec = _primary_codec(janus)
+    janus_codecs, viewer_codecs = janus.codecs(), viewer.codecs()  # read once: not cheap
+    janus_codec = _primary_codec(janus_codecs)
     if janus_codec is None:
         return None
-    viewer_codec = _best_match(janus.kind, janus_codec, viewer.codecs())
+    viewer_codec = _best_match(janus.kind, janus_codec, viewer_codecs)
     if viewer_codec is None:
         return None
     # rtx: the viewer's rtx PT only if it equals Janus's.  Janus sends rtx
     # under its own PT, which the viewer would otherwise read as garbage.
-    janus_rtx = _rtx_for(janus, janus_codec.pt)
-    viewer_rtx = _rtx_for(viewer, viewer_codec.pt)
+    janus_rtx = _rtx_for(janus_codecs, janus_codec.pt)
+    viewer_rtx = _rtx_for(viewer_codecs, viewer_codec.pt)
     if not (janus_rtx and viewer_rtx and janus_rtx.pt == viewer_rtx.pt
             and janus_rtx.clock_rate == viewer_rtx.clock_rate):
         janus_rtx = viewer_rtx = None

@@ -17,51 +17,76 @@ from gateway import probes
 
 MAX_SDP_BYTES = 64 * 1024
 MAX_MEDIA_SECTIONS = 16
-_LINE = re.compile(r"^([a-z])=(.*)$")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f]")  # every control character but TAB
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f]")  # ... and but LF, between lines
 _TOKEN = re.compile(r"^[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+$")
 # ASCII digits only, and few of them: str.isdigit() also takes "²" or "٣",
 # which int() then refuses or reads, and int() refuses over 4300 digits.
 _PORT = re.compile(r"^[0-9]{1,5}$")
 _PAYLOAD_TYPE = re.compile(r"^[0-9]{1,3}$")
+_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")  # in the order ``direction`` prefers
 
 
 class SdpError(ValueError):
     """The text is not an SDP we can read (RFC 8866 grammar, or a size limit)."""
 
 
-@dataclass
 class Line:
-    type: str
-    value: str
+    """One ``<type>=<value>`` line; not changed once made (build a new one instead).
+
+    ``attribute`` is split once, here: the bridge and the checks look
+    attributes up by name over and over (a WHEP POST asked for some 200 of
+    them per line list), and splitting on every look-up was most of the
+    gateway's SDP time.
+    """
+
+    __slots__ = ("attribute", "type", "value")
+
+    def __init__(self, type: str, value: str) -> None:
+        self.type = type
+        self.value = value
+        # ``a=name:value`` as ``(name, value)``; None for other line types.
+        self.attribute: tuple[str, str | None] | None = None
+        if type == "a":
+            name, sep, rest = value.partition(":")
+            self.attribute = (name, rest if sep else None)
 
     def __str__(self) -> str:
         return f"{self.type}={self.value}"
 
-    @property
-    def attribute(self) -> tuple[str, str | None] | None:
-        """``a=name:value`` as ``(name, value)``; None for other line types."""
-        if self.type != "a":
-            return None
-        name, sep, value = self.value.partition(":")
-        return name, (value if sep else None)
+    def __repr__(self) -> str:
+        return f"Line(type={self.type!r}, value={self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Line):
+            return NotImplemented
+        return self.type == other.type and self.value == other.value
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.value))
 
 
 def _attributes(lines: Iterable[Line], name: str) -> Iterator[str | None]:
     for line in lines:
         attr = line.attribute
-        if attr and attr[0] == name:
+        if attr is not None and attr[0] == name:
             yield attr[1]
 
 
 def _first(lines: Iterable[Line], name: str) -> str | None:
-    for value in _attributes(lines, name):
-        return value
+    for line in lines:
+        attr = line.attribute
+        if attr is not None and attr[0] == name:
+            return attr[1]
     return None
 
 
 def _has(lines: Iterable[Line], name: str) -> bool:
-    return any(True for _ in _attributes(lines, name))
+    for line in lines:
+        attr = line.attribute
+        if attr is not None and attr[0] == name:
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -106,8 +131,11 @@ class MediaSection:
 
     @property
     def direction(self) -> str:
-        for name in ("sendrecv", "sendonly", "recvonly", "inactive"):
-            if self.has(name):
+        # One pass over the lines; with several (a malformed m-line) the
+        # first of _DIRECTIONS wins, wherever it stands.
+        found = {a[0] for ln in self.lines if (a := ln.attribute) is not None and a[0] in _DIRECTIONS}
+        for name in _DIRECTIONS:
+            if name in found:
                 return name
         return "sendrecv"  # RFC 8866 section 6.7: the default
 
@@ -133,12 +161,17 @@ class MediaSection:
         """The codecs of the m-line, in its format order; rtx/red/fec included."""
         rtpmap: dict[str, str] = {}
         fmtp: dict[str, str] = {}
-        for value in self.attributes("rtpmap"):
-            pt, _, rest = (value or "").partition(" ")
-            rtpmap[pt] = rest
-        for value in self.attributes("fmtp"):
-            pt, _, rest = (value or "").partition(" ")
-            fmtp[pt] = rest
+        for line in self.lines:  # one pass: the bridge asks for them many times
+            attr = line.attribute
+            if attr is None:
+                continue
+            name = attr[0]
+            if name == "rtpmap":
+                pt, _, rest = (attr[1] or "").partition(" ")
+                rtpmap[pt] = rest
+            elif name == "fmtp":
+                pt, _, rest = (attr[1] or "").partition(" ")
+                fmtp[pt] = rest
         codecs = []
         for fmt in self.formats:
             if not _PAYLOAD_TYPE.match(fmt) or fmt not in rtpmap:
@@ -255,16 +288,20 @@ def _replace(lines: list[Line], values: dict[str, str]) -> list[Line]:
 def _split_lines(text: str, *, limit: int) -> list[Line]:
     if len(text.encode("utf-8", "surrogatepass")) > limit:
         raise SdpError(f"SDP is larger than {limit} bytes")
+    text = text.replace("\r\n", "\n")
+    # One search of the whole text (a line break is not a control character
+    # here): the line-by-line look, which names the line, only when it fails.
+    clean = _CONTROL_IN_TEXT.search(text) is None
     lines: list[Line] = []
-    for number, raw in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
+    for number, raw in enumerate(text.split("\n"), start=1):
         if raw == "":
             continue
-        match = _LINE.match(raw)
-        if not match:
+        kind = raw[0]
+        if raw[1:2] != "=" or not "a" <= kind <= "z":
             raise SdpError(f"line {number} is not of the form <type>=<value>: {raw[:60]!r}")
-        if _CONTROL.search(raw):
+        if not clean and _CONTROL.search(raw):
             raise SdpError(f"line {number} holds a control character")
-        lines.append(Line(match.group(1), match.group(2)))
+        lines.append(Line(kind, raw[2:]))
     return lines
 
 

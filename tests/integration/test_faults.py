@@ -29,7 +29,8 @@ SDP = "application/sdp"
 
 
 def fresh_janus(**overrides: object) -> ManagedJanus:
-    process = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, **overrides))  # type: ignore[arg-type]
+    process = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, websockets=True,
+                                              **overrides))  # type: ignore[arg-type]
     process.start()
     return process
 

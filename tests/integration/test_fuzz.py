@@ -26,10 +26,10 @@ its ICE state along (an accepted ICE restart changes the ufrag and the ETag).
 
 Errors written by uvicorn itself (its HTTP parser refusing a request) are
 plain text, not problem+json; the header test accepts those for 400/431 only
-and counts them (see ``UVICORN_PLAIN``).  The gateway serves with h11
-(``gateway.app.SERVER_OPTIONS``), which refuses request heads over 16 KiB
-itself (431); httptools has no such cap and would hand a 1 MiB
-Authorization header to the gateway.
+and counts them (see ``UVICORN_PLAIN``).  The gateway serves with httptools
+capped as h11 was (``gateway.http.server``): request heads over 16 KiB are
+refused by uvicorn itself; httptools alone has no such cap and would hand a
+1 MiB Authorization header to the gateway.
 
 Run with ``-s`` for what each test saw (statuses, slowest answer), and with
 ``FUZZ_DETAILS=1`` for every problem detail, counted.

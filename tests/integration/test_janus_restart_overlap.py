@@ -11,18 +11,24 @@ serialized restarts (gateway/core/ingest.py ``_restart_ice``):
   then the room's ``destroy``: the connect-timeout reaper or a DELETE)
   was still being handled.
 
-Each test sends one of those overlaps straight to a fresh Janus of its own
-(no gateway), ``ROUNDS`` times, and asserts that Janus is still alive.
-Upstream, the closest report is meetecho/janus-gateway#3503 (SIGSEGV in
-janus_videoroom_handler on a NULL room after an ICE restart, 1.3.0), and
-#3154 (segfaults on VideoRoom hang-up, 1.1.x).  This file is the
-reproducer to attach there if one of these ever fails; the gateway no
-longer sends any of these overlaps.
+``test_janus_survives_the_gateways_order`` sends what the gateway sends now,
+one step after the other (restart, a second restart, then the room's
+``destroy`` and the ``detach``), ``ROUNDS`` times to a fresh Janus of its own
+(no gateway), and asserts that Janus is still alive.
+
+The overlaps themselves are upstream reproducers, run only when asked
+(``JANUS_OVERLAP_REPRO=<rounds>``): a clean-clone run of the whole suite saw
+Janus 1.1.2 die once in "restart+detach" (40 rounds; the same test had passed
+in every earlier run), so asserting on them would make the suite flaky on a
+Janus bug.  Upstream, the closest reports are meetecho/janus-gateway#3503
+(SIGSEGV in janus_videoroom_handler on a NULL room after an ICE restart,
+1.3.0) and #3154 (segfaults on VideoRoom hang-up, 1.1.x).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 
@@ -59,20 +65,27 @@ async def publisher(client: JanusClient, janus: ManagedJanus, control: JanusHand
     return handle, room
 
 
-async def overlap_rounds(janus: ManagedJanus, overlap: str) -> None:
+async def overlap_rounds(janus: ManagedJanus, overlap: str, rounds: int = ROUNDS) -> None:
     client = JanusClient(janus.cfg.api_url)
     offer = read_fixture("sdp", "aiortc_publish.sdp")
     try:
         session = await client.create_session()
         control = await session.attach(VIDEOROOM)
-        for _ in range(ROUNDS):
+        for _ in range(rounds):
             handle, room = await publisher(client, janus, control, offer)
             restart = handle.message({"request": "configure"},
                                      {"type": "offer", "sdp": restarted(offer), "trickle": True},
                                      timeout=5)
             destroy = control.request({"request": "destroy", "room": room,
                                        "admin_key": janus.cfg.plugin_admin_key})
-            if overlap == "restart+restart":
+            if overlap == "serial":  # what the gateway sends: one step at a time
+                await quietly(restart)
+                await quietly(handle.message({"request": "configure"},
+                                             {"type": "offer", "sdp": restarted(offer),
+                                              "trickle": True}, timeout=5))
+                await quietly(destroy)  # the room first, then the handle (issue 11)
+                await quietly(handle.detach())
+            elif overlap == "restart+restart":
                 second = handle.message({"request": "configure"},
                                         {"type": "offer", "sdp": restarted(offer),
                                          "trickle": True}, timeout=5)
@@ -91,7 +104,12 @@ async def overlap_rounds(janus: ManagedJanus, overlap: str) -> None:
         await client.close()
 
 
+async def test_janus_survives_the_gateways_order(bare_janus: ManagedJanus) -> None:
+    await overlap_rounds(bare_janus, "serial")
+
+
+@pytest.mark.skipif(not os.environ.get("JANUS_OVERLAP_REPRO"),
+                    reason="upstream reproducers for Janus races: JANUS_OVERLAP_REPRO=<rounds>")
 @pytest.mark.parametrize("overlap", ["restart+restart", "restart+detach", "restart+destroy"])
-async def test_janus_survives_an_ice_restart_overlapping(bare_janus: ManagedJanus,
-                                                         overlap: str) -> None:
-    await overlap_rounds(bare_janus, overlap)
+async def test_reproducer_ice_restart_overlapping(bare_janus: ManagedJanus, overlap: str) -> None:
+    await overlap_rounds(bare_janus, overlap, int(os.environ.get("JANUS_OVERLAP_REPRO", "0")))

@@ -29,7 +29,7 @@ async def test_oversized_body_is_413(start_gateway: GatewayFactory, http: httpx.
 
 
 async def test_oversized_request_head_is_refused(gateway, http: httpx.AsyncClient) -> None:  # type: ignore[no-untyped-def]
-    """uvicorn's h11 parser caps a request head at 16 KiB (httptools has no cap)."""
+    """Request heads are capped at 16 KiB (gateway.http.server; httptools alone has no cap)."""
     r = await http.post(gateway.whip("h"), content="x", headers={
         "Content-Type": SDP, "Authorization": "Bearer " + "x" * 65536})
     assert r.status_code in (400, 431)

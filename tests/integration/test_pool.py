@@ -37,7 +37,7 @@ def fresh_janus(index: int, *, ice_lite: bool) -> ManagedJanus:
     process = ManagedJanus(JanusProcessConfig(
         ice_enforce_list=INTERFACE, ice_lite=ice_lite,
         rtp_port_range=f"{base + 1}-{base + 1500}",
-        streaming_port_range=f"{base + 1501}-{base + 2000}"))
+        streaming_port_range=f"{base + 1501}-{base + 2000}", websockets=True))
     process.start()
     return process
 

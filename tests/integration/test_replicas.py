@@ -24,6 +24,7 @@ import pytest
 
 from gateway.clients.whip import WhipSession
 from gateway.janus.process import ManagedJanus, free_port
+from gateway.janus.reaper import pooled_session
 from gateway.sdp import model as sdp
 from tests.conftest import Leaks, RunningGateway, janus_settings
 from tests.integration.test_whep import read_events, watch
@@ -124,6 +125,14 @@ async def janus_handles(leaks: Leaks) -> int:
     return sum(len(h) for h in (await leaks.admin.all_handles()).values())
 
 
+async def pool_sessions(leaks: Leaks) -> set[int]:
+    """The Janus sessions whose publisher pools hold rooms in Janus."""
+    admin, key = leaks.admins[0]
+    listed = await admin.message_plugin("janus.plugin.videoroom", {"request": "list", "admin_key": key})
+    found = {pooled_session(str(e.get("description") or ""), "whip-gateway") for e in listed["list"]}
+    return {s for s in found if s is not None}
+
+
 async def test_replicas_share_sessions_and_take_over_a_killed_one(
     replicas: Replicas, http: httpx.AsyncClient, leaks: Leaks
 ) -> None:
@@ -187,6 +196,7 @@ async def test_replicas_share_sessions_and_take_over_a_killed_one(
             assert listed["publisher"]["codecs"]["video"] == "vp8"
 
         # A dies mid-stream.
+        assert len(await pool_sessions(leaks)) == 2, "each replica keeps a publisher pool"
         handles_before = await janus_handles(leaks)
         a.process.kill()
         a.process.wait()
@@ -207,6 +217,10 @@ async def test_replicas_share_sessions_and_take_over_a_killed_one(
         assert (await http.head(viewer_url)).status_code == 204
         await wait_listed(http, b, "show", 1)
         assert await janus_handles(leaks) == handles_before, "the takeover changed Janus's handles"
+        deadline = time.monotonic() + 10  # the takeover's last step
+        while len(await pool_sessions(leaks)) != 1:
+            assert time.monotonic() < deadline, "B did not free A's pooled rooms (or not keep its own)"
+            await asyncio.sleep(0.1)
 
         # B carries the stream on: a new viewer, counted on the event stream A had opened.
         reader = asyncio.ensure_future(read_events(

@@ -190,7 +190,7 @@ async def test_node_down_and_up(start_gateway: GatewayFactory, receiver: Receive
     """An egress Janus of its own dies and comes back: node.down, then node.up."""
     spare = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, ice_lite=True,
                                             rtp_port_range="45001-46000",
-                                            streaming_port_range="46001-47000"))
+                                            streaming_port_range="46001-47000", websockets=True))
     spare.start()
     try:
         await start_gateway(janus=[janus_settings(janus, "ingest"),
