@@ -524,6 +524,13 @@ def write_json(path: Path | None, results: Json) -> None:
         print(f"wrote {path}")
 
 
+def print_node_leftovers(leftovers: list[Json | None]) -> None:
+    """What each Janus node held after a multi-node run (webinar, setup_rate)."""
+    left = [x for x in leftovers if x]
+    print("left in Janus after the run (sessions, handles, rooms, mountpoints per node): "
+          + "; ".join(f"{x['sessions']} {x['handles']} {x['rooms']} {x['mountpoints']}" for x in left))
+
+
 def report_leftovers(results: Json, kinds: tuple[str, ...], status: int) -> int:
     """Print what Janus held after the run (results["leftovers"]); the exit status.
 

@@ -48,6 +48,7 @@ from harness import (
     machine_line,
     params_of,
     percentile,
+    print_node_leftovers,
     run_capped,
     write_json,
 )
@@ -354,9 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load generator ({args.procs} processes, {'connecting' if args.connect else 'offer-pool'}"
               f" viewers): {fmt(min(loadgen), 2)}-{fmt(max(loadgen), 2)} cores; "
               f"whole run {fmt(now() - started, 0)} s")
-    left = [x for x in results["leftovers"] if x]
-    print("left in Janus after the run (sessions, handles, rooms, mountpoints per node): "
-          + "; ".join(f"{x['sessions']} {x['handles']} {x['rooms']} {x['mountpoints']}" for x in left))
+    print_node_leftovers(results["leftovers"])
     shutil.rmtree(workdir, ignore_errors=True)
     write_json(args.json, results)
     return status

@@ -28,8 +28,6 @@ HTTP is aiohttp (about a fifth of httpx's CPU per request, see
 from __future__ import annotations
 
 import asyncio
-import resource
-import signal
 import time
 from dataclasses import asdict
 from typing import Any
@@ -37,6 +35,7 @@ from urllib.parse import urljoin
 
 from harness import KEEPALIVE_S, SDP, Json
 from webinar_scenario import Viewer, ViewerRecord, install_counting_receivers, now
+from worker_loop import serve
 
 OFFERS: list[str] = []  # the worker's pool, made on its first step
 
@@ -157,23 +156,11 @@ async def janus_client_cost(url: str, count: int) -> Json:
 
 def worker_main(conn: Any, index: int) -> None:
     """A load-generator process: one ``Step`` per command, each in a fresh event loop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     install_counting_receivers()
-    while True:
-        try:
-            cmd = conn.recv()
-        except EOFError:
-            return
-        if cmd.get("op") == "stop":
-            return
-        try:
-            result = asyncio.run(janus_client_cost(cmd["url"], cmd["count"])
-                                 if cmd.get("op") == "janus_cost" else Step(cmd).run())
-        except BaseException as exc:  # noqa: BLE001 - report it; the main process decides
-            result = {"phase": "error", "error": f"worker {index}: {exc!r}"}
-        try:
-            conn.send(result)
-        except (OSError, EOFError):
-            return
+
+    def run(cmd: dict[str, Any]) -> Any:
+        if cmd.get("op") == "janus_cost":
+            return janus_client_cost(cmd["url"], cmd["count"])
+        return Step(cmd).run()
+
+    serve(conn, index, run, lift_open_files=True)

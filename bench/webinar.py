@@ -52,6 +52,7 @@ from harness import (
     machine_info,
     machine_line,
     params_of,
+    print_node_leftovers,
     run_capped,
     write_json,
 )
@@ -208,9 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         plot(results, analysis, png)
         print(f"plot: {png}")
         args.json = args.json or RESULTS / f"webinar-{args.profile}-{args.viewers}-{stamp}.json"
-    left = [x for x in results["leftovers"] if x]
-    print("left in Janus after the run (sessions, handles, rooms, mountpoints per node): "
-          + "; ".join(f"{x['sessions']} {x['handles']} {x['rooms']} {x['mountpoints']}" for x in left))
+    print_node_leftovers(results["leftovers"])
     shutil.rmtree(workdir, ignore_errors=True)
     write_json(args.json, results)
     return status

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import fractions
-import resource
-import signal
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -32,6 +30,7 @@ from urllib.parse import urljoin
 import httpx
 from harness import STREAMING, BenchError, Json
 from janus_direct import NativeJanus
+from worker_loop import serve
 
 STREAM = "webinar"
 PROFILES: dict[str, Json] = {
@@ -441,22 +440,5 @@ class Ramp:
 
 def worker_main(conn: Any, index: int) -> None:
     """A viewer process: ramps on command, each in a fresh event loop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # ~3 sockets per viewer
     install_counting_receivers()
-    while True:
-        try:
-            cmd = conn.recv()
-        except EOFError:
-            return
-        if cmd.get("op") == "stop":
-            return
-        try:
-            result = asyncio.run(Ramp(cmd).run(conn))
-        except BaseException as exc:  # noqa: BLE001 - report it; the main process decides
-            result = {"phase": "error", "error": f"worker {index}: {exc!r}"}
-        try:
-            conn.send(result)
-        except (OSError, EOFError):
-            return
+    serve(conn, index, lambda cmd: Ramp(cmd).run(conn), lift_open_files=True)

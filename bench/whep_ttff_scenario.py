@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from urllib.parse import urljoin
 import httpx
 from harness import STREAMING, BenchError, Json
 from janus_direct import NativeJanus
+from worker_loop import serve
 
 STREAM = "ttff"
 NATIVE = "native"  # the one side that is not WHEP: Janus's server-offer flow
@@ -376,23 +376,12 @@ async def worker_batch(conn: Any, cmd: Json) -> Json:
 
 def worker_main(conn: Any, index: int) -> None:
     """A viewer process: batches on command, each in a fresh event loop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides
     install_receiver_probes()
-    while True:
-        try:
-            cmd = conn.recv()
-        except EOFError:
-            return
-        if cmd.get("op") == "stop":
-            return
+
+    def run(cmd: dict[str, Any]) -> Any:
         cmd["worker"] = index
-        try:
-            result = asyncio.run(worker_batch(conn, cmd))
-        except BaseException as exc:  # report it; the main process decides
-            result = {"phase": "error", "error": f"worker {index}: {exc!r}"}
-        try:
-            conn.send(result)
-        except (OSError, EOFError):
-            return
+        return worker_batch(conn, cmd)
+
+    serve(conn, index, run)
 
 
