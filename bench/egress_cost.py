@@ -52,6 +52,7 @@ from harness import (
     enter_netns,
     guarded,
     install_hard_cap,
+    kill_now,
     machine_busy,
     machine_info,
     machine_line,
@@ -165,13 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="egress-cost-"))
 
     def kill_children() -> None:
-        if workers is not None:
-            workers.kill_now()
-        if live["gateway"] is not None:
-            live["gateway"].kill_now()
-        for janus in live["nodes"]:
-            if janus.proc is not None and janus.proc.poll() is None:
-                janus.proc.kill()
+        kill_now(workers, live["gateway"], *live["nodes"])
 
     install_hard_cap("egress_cost", args.max_seconds + 60, kill_children)
     results: Json = {"params": params_of(args), "order": [c.label for c in order], "runs": []}

@@ -358,12 +358,17 @@ class GatewayProcess(LoggedProcess):
 # a run's processes
 
 
-def kill_now(gateway: GatewayProcess | None, janus: Any) -> None:
-    """SIGKILL the gateway and a ``ManagedJanus`` that still run (the hard cap's last resort)."""
-    if gateway is not None:
-        gateway.kill_now()
-    if janus is not None and janus.proc is not None and janus.proc.poll() is None:
-        janus.proc.kill()
+def kill_now(*children: Any) -> None:
+    """SIGKILL every child that still runs (the hard cap's last resort): anything
+    with ``kill_now()`` (gateways, peers, viewer workers) or a ``ManagedJanus``;
+    ``None`` (not started yet) is skipped."""
+    for child in children:
+        if child is None:
+            continue
+        if hasattr(child, "kill_now"):
+            child.kill_now()
+        elif child.proc is not None and child.proc.poll() is None:
+            child.proc.kill()
 
 
 # --------------------------------------------------------------------------

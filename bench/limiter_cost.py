@@ -34,11 +34,22 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from harness import (RATE_LIMITS_OFF, REPO, GatewayProcess, Json, cpu_seconds, enter_netns,
-                     gateway_command, gateway_env, install_hard_cap, janus_nodes_env, machine_busy,
-                     run_capped)
-
 import httpx  # noqa: E402
+from harness import (
+    RATE_LIMITS_OFF,
+    REPO,
+    GatewayProcess,
+    Json,
+    cpu_seconds,
+    enter_netns,
+    gateway_command,
+    gateway_env,
+    install_hard_cap,
+    janus_nodes_env,
+    kill_now,
+    machine_busy,
+    run_capped,
+)
 
 from gateway.janus.process import JanusProcessConfig, ManagedJanus, free_port  # noqa: E402
 from tests.redis_server import redis_server  # noqa: E402
@@ -159,10 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     janus: ManagedJanus | None = None
 
     def kill_children() -> None:
-        for gw in gateways.values():
-            gw.kill_now()
-        if janus is not None and janus.proc is not None and janus.proc.poll() is None:
-            janus.proc.kill()
+        kill_now(*gateways.values(), janus)
 
     install_hard_cap("limiter_cost", args.max_seconds + 60, kill_children)
     results: Json = {"params": {k: str(v) for k, v in vars(args).items()}}

@@ -43,6 +43,7 @@ from harness import (
     enter_netns,
     guarded,
     install_hard_cap,
+    kill_now,
     machine_busy,
     machine_info,
     machine_line,
@@ -293,13 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="setup-rate-"))
 
     def kill_children() -> None:
-        if workers is not None:
-            workers.kill_now()
-        for gateway in gateways.values():
-            gateway.kill_now()
-        for janus in nodes:
-            if janus.proc is not None and janus.proc.poll() is None:
-                janus.proc.kill()
+        kill_now(workers, *gateways.values(), *nodes)
 
     install_hard_cap("setup_rate", args.max_seconds + 60, kill_children)
     results: Json = {"params": params_of(args)}

@@ -48,6 +48,7 @@ from harness import (
     enter_netns,
     guarded,
     install_hard_cap,
+    kill_now,
     machine_busy,
     machine_info,
     machine_line,
@@ -155,13 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="webinar-"))
 
     def kill_children() -> None:
-        if workers is not None:
-            workers.kill_now()
-        if gateway is not None:
-            gateway.kill_now()
-        for janus in nodes:
-            if janus.proc is not None and janus.proc.poll() is None:
-                janus.proc.kill()
+        kill_now(workers, gateway, *nodes)
 
     install_hard_cap("webinar", args.max_seconds + 60, kill_children)
     results: Json = {"params": params_of(args)}

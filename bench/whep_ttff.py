@@ -166,11 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     probes = workdir / "probes.jsonl" if args.probes else None
 
     def kill_children() -> None:
-        if workers is not None:
-            workers.kill_now()
-        if peer is not None:
-            peer.kill_now()
-        kill_now(gateway, janus)
+        kill_now(workers, peer, gateway, janus)
 
     install_hard_cap("whep_ttff", args.max_seconds + 90, kill_children)
     results: Json = {"params": params_of(args)}
