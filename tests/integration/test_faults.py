@@ -28,6 +28,19 @@ from tests.viewers import aiortc_viewer
 SDP = "application/sdp"
 
 
+async def assert_publish_refused(http: httpx.AsyncClient, gw: RunningGateway, stream: str) -> None:
+    """A new publish while no ingest node is up: 503 with a Retry-After
+    (RFC 9725 §4.5: the client may retry after it), nothing made."""
+    offer = await aiortc_publisher()
+    try:
+        r = await http.post(gw.whip(stream), content=offer.localDescription.sdp,
+                            headers={"Content-Type": SDP})
+        assert_problem(r, 503)
+        assert int(r.headers["retry-after"]) > 0
+    finally:
+        await offer.close()
+
+
 def fresh_janus(**overrides: object) -> ManagedJanus:
     process = ManagedJanus(JanusProcessConfig(ice_enforce_list=INTERFACE, websockets=True,
                                               **overrides))  # type: ignore[arg-type]
@@ -97,14 +110,7 @@ async def test_ingest_killed_then_back(
         assert [name for name, _ in await asyncio.wait_for(reader, 10)] == ["active", "inactive"]
         await wait_stream(http, gw, "f", live=None)
 
-        offer = await aiortc_publisher()
-        try:
-            r = await http.post(gw.whip("f2"), content=offer.localDescription.sdp,
-                                headers={"Content-Type": SDP})
-            assert_problem(r, 503)
-            assert int(r.headers["retry-after"]) > 0
-        finally:
-            await offer.close()
+        await assert_publish_refused(http, gw, "f2")
 
         ingest_janus.start()
         await wait_health(http, gw, "janus0", healthy=True, timeout=10)

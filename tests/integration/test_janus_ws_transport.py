@@ -23,8 +23,8 @@ from gateway.janus.websocket import WebSocketTransport
 from tests.conftest import GatewayFactory, Leaks, RunningGateway, Topology
 from tests.integration.test_faults import fresh_janus, wait_health
 from tests.integration.test_whep import start_publisher, watch
-from tests.integration.test_whip import assert_problem, wait_stream
-from tests.publishers import aiortc_publisher
+from tests.integration.test_faults import assert_publish_refused
+from tests.integration.test_whip import wait_stream
 from tests.viewers import aiortc_viewer
 
 # Run here again, over the WebSocket (pytest collects what a module imports).
@@ -117,14 +117,7 @@ async def test_janus_killed_is_503_then_back(
         own_janus.signal(signal.SIGKILL)
         await wait_health(http, gw, "janus0", healthy=False, timeout=2.0)
         await wait_stream(http, gw, "k", live=None)
-        offer = await aiortc_publisher()
-        try:
-            r = await http.post(gw.whip("k2"), content=offer.localDescription.sdp,
-                                headers={"Content-Type": SDP})
-            assert_problem(r, 503)
-            assert int(r.headers["retry-after"]) > 0
-        finally:
-            await offer.close()
+        await assert_publish_refused(http, gw, "k2")
         own_janus.start()
         await wait_health(http, gw, "janus0", healthy=True, timeout=10)
         again = await start_publisher(gw, http, "k")
